@@ -1,0 +1,47 @@
+# minimon: run `make help` for the targets.
+GO        ?= go
+SIM_BUDGET_SECONDS ?= 90
+PROTO_DIR := api/proto/minimon/v1
+
+.PHONY: help build test test-long bench proto verify-proto lint fmt vet fuzz
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+
+build: ## build every package (binaries come with the daemon)
+	$(GO) build ./...
+
+vet: ## go vet and a gofmt check
+	$(GO) vet ./...
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed: $$out"; exit 1; fi
+
+test: vet ## everything CI runs: vet, gofmt, unit + simulator tests with -race
+	SIM_BUDGET_SECONDS=$(SIM_BUDGET_SECONDS) $(GO) test -race -count=1 -timeout 15m ./...
+
+test-long: vet ## thousands of simulator seeds (SIM_SEEDS, default 3000)
+	SIM_SEEDS=$${SIM_SEEDS:-3000} SIM_BUDGET_SECONDS=$${SIM_BUDGET_SECONDS:-3600} \
+	  $(GO) test -count=1 -timeout 3h ./internal/sim/...
+
+bench: ## benchmarks (speed is judged here, never in unit tests)
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+fuzz: ## run every fuzz target for FUZZTIME (default 20s) each
+	@for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-20s} $$pkg || exit 1; \
+	  done; done
+
+proto: ## regenerate the committed protobuf code (needs protoc: apt-get install protobuf-compiler libprotobuf-dev)
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I $(PROTO_DIR) -I /usr/include \
+	  --plugin=protoc-gen-go="$$($(GO) tool -n protoc-gen-go)" \
+	  --plugin=protoc-gen-go-grpc="$$($(GO) tool -n protoc-gen-go-grpc)" \
+	  --go_out=$(PROTO_DIR) --go_opt=paths=source_relative \
+	  --go-grpc_out=$(PROTO_DIR) --go-grpc_opt=paths=source_relative \
+	  $(PROTO_DIR)/*.proto
+
+verify-proto: proto ## regenerate and fail if the committed code differs
+	git diff --exit-code -- $(PROTO_DIR)
+
+lint: ## golangci-lint v2 (installs it; takes minutes)
+	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...
