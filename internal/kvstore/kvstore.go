@@ -17,6 +17,8 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
 	minimonv1 "github.com/minimon/minimon/api/proto/minimon/v1"
 	bolt "go.etcd.io/bbolt"
@@ -201,4 +203,22 @@ func (ch *chunker) add(bucket string, k, v []byte) bool {
 func (ch *chunker) finish() *minimonv1.ExportChunk {
 	ch.c.Done = true
 	return ch.c
+}
+
+// ClearTransaction returns a transaction that erases every bucket of s except those named in
+// keep (sync wipes the store this way, keeping meta with its sync_in_progress marker, before
+// importing). Build and apply it without writes in between.
+func ClearTransaction(s Store, keep ...string) (*minimonv1.Transaction, error) {
+	sizes, err := s.Sizes()
+	if err != nil {
+		return nil, err
+	}
+	tx := &minimonv1.Transaction{}
+	for name := range sizes {
+		if !slices.Contains(keep, name) {
+			tx.Ops = append(tx.Ops, &minimonv1.StoreOp{Kind: minimonv1.StoreOp_ERASE_RANGE, Bucket: name})
+		}
+	}
+	slices.SortFunc(tx.Ops, func(a, b *minimonv1.StoreOp) int { return strings.Compare(a.Bucket, b.Bucket) })
+	return tx, nil
 }

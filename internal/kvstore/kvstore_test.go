@@ -616,3 +616,18 @@ func TestSchema(t *testing.T) {
 		t.Fatal("Buckets() shares its slice")
 	}
 }
+
+func TestClearTransaction(t *testing.T) {
+	forEachImpl(t, func(t *testing.T, im impl) {
+		s := im.open(t)
+		mustApply(t, s, put(BucketMeta, KeySyncInProgress, "1"), put(BucketPaxos, "a", "1"), put(BucketKV, "b", "2"))
+		tx, err := ClearTransaction(s, BucketMeta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mustApply(t, s, tx.GetOps()...)
+		if got, want := dump(t, s), []pair{{BucketMeta, KeySyncInProgress, "1"}}; !slices.Equal(got, want) {
+			t.Fatalf("after clear: %v, want %v", got, want)
+		}
+	})
+}
