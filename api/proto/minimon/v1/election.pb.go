@@ -84,12 +84,81 @@ func (ElectionMessage_Op) EnumDescriptor() ([]byte, []int) {
 	return file_election_proto_rawDescGZIP(), []int{0, 0}
 }
 
+// Why a PROPOSE was refused (NAK).
+type ElectionMessage_NakReason int32
+
+const (
+	ElectionMessage_NAK_UNSPECIFIED ElectionMessage_NakReason = 0
+	ElectionMessage_MONMAP_MISMATCH ElectionMessage_NakReason = 1 // our monmap epochs differ (rule 8): the ack could not count
+	ElectionMessage_STALE_EPOCH     ElectionMessage_NakReason = 2 // the proposal's epoch is below mine (epoch carries mine)
+)
+
+// Enum value maps for ElectionMessage_NakReason.
+var (
+	ElectionMessage_NakReason_name = map[int32]string{
+		0: "NAK_UNSPECIFIED",
+		1: "MONMAP_MISMATCH",
+		2: "STALE_EPOCH",
+	}
+	ElectionMessage_NakReason_value = map[string]int32{
+		"NAK_UNSPECIFIED": 0,
+		"MONMAP_MISMATCH": 1,
+		"STALE_EPOCH":     2,
+	}
+)
+
+func (x ElectionMessage_NakReason) Enum() *ElectionMessage_NakReason {
+	p := new(ElectionMessage_NakReason)
+	*p = x
+	return p
+}
+
+func (x ElectionMessage_NakReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ElectionMessage_NakReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_election_proto_enumTypes[1].Descriptor()
+}
+
+func (ElectionMessage_NakReason) Type() protoreflect.EnumType {
+	return &file_election_proto_enumTypes[1]
+}
+
+func (x ElectionMessage_NakReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ElectionMessage_NakReason.Descriptor instead.
+func (ElectionMessage_NakReason) EnumDescriptor() ([]byte, []int) {
+	return file_election_proto_rawDescGZIP(), []int{0, 1}
+}
+
 type ElectionMessage struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Op            ElectionMessage_Op     `protobuf:"varint,1,opt,name=op,proto3,enum=minimon.v1.ElectionMessage_Op" json:"op,omitempty"`
-	From          int32                  `protobuf:"varint,2,opt,name=from,proto3" json:"from,omitempty"`   // sender rank
-	To            int32                  `protobuf:"varint,3,opt,name=to,proto3" json:"to,omitempty"`       // receiver rank
-	Epoch         uint64                 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"` // election epoch
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Op    ElectionMessage_Op     `protobuf:"varint,1,opt,name=op,proto3,enum=minimon.v1.ElectionMessage_Op" json:"op,omitempty"`
+	From  int32                  `protobuf:"varint,2,opt,name=from,proto3" json:"from,omitempty"`   // sender rank
+	To    int32                  `protobuf:"varint,3,opt,name=to,proto3" json:"to,omitempty"`       // receiver rank
+	Epoch uint64                 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"` // election epoch
+	// Every message: the sender's monmap epoch (rule 8).
+	MonmapEpoch uint64 `protobuf:"varint,5,opt,name=monmap_epoch,json=monmapEpoch,proto3" json:"monmap_epoch,omitempty"`
+	// VICTORY: the ranks of the new quorum, leader included, ascending.
+	Quorum []int32 `protobuf:"varint,6,rep,packed,name=quorum,proto3" json:"quorum,omitempty"`
+	// ACK: R = max(0, H - now) in nanoseconds, H being the acker's lease horizon (rule 6).
+	HorizonRemainingNs int64 `protobuf:"varint,7,opt,name=horizon_remaining_ns,json=horizonRemainingNs,proto3" json:"horizon_remaining_ns,omitempty"`
+	// PREVOTE and PREVOTE_REPLY: the pre-vote round's nonce (the reply echoes it).
+	Nonce uint64 `protobuf:"varint,8,opt,name=nonce,proto3" json:"nonce,omitempty"`
+	// PREVOTE: the sender's paxos last_committed.
+	LastCommitted uint64 `protobuf:"varint,9,opt,name=last_committed,json=lastCommitted,proto3" json:"last_committed,omitempty"`
+	// PREVOTE_REPLY: true when the sender has no live leader and supports an election.
+	Support bool `protobuf:"varint,10,opt,name=support,proto3" json:"support,omitempty"`
+	// PREVOTE_REPLY: the sender (lower rank than the asker) is itself seeking election now;
+	// the asker may hold back so the lower rank wins in one round.
+	Contending bool `protobuf:"varint,11,opt,name=contending,proto3" json:"contending,omitempty"`
+	// PREVOTE_REPLY: the leader of the sender's stable quorum, when it has one.
+	Leader *int32 `protobuf:"varint,12,opt,name=leader,proto3,oneof" json:"leader,omitempty"`
+	// NAK: why.
+	NakReason     ElectionMessage_NakReason `protobuf:"varint,13,opt,name=nak_reason,json=nakReason,proto3,enum=minimon.v1.ElectionMessage_NakReason" json:"nak_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -152,17 +221,93 @@ func (x *ElectionMessage) GetEpoch() uint64 {
 	return 0
 }
 
+func (x *ElectionMessage) GetMonmapEpoch() uint64 {
+	if x != nil {
+		return x.MonmapEpoch
+	}
+	return 0
+}
+
+func (x *ElectionMessage) GetQuorum() []int32 {
+	if x != nil {
+		return x.Quorum
+	}
+	return nil
+}
+
+func (x *ElectionMessage) GetHorizonRemainingNs() int64 {
+	if x != nil {
+		return x.HorizonRemainingNs
+	}
+	return 0
+}
+
+func (x *ElectionMessage) GetNonce() uint64 {
+	if x != nil {
+		return x.Nonce
+	}
+	return 0
+}
+
+func (x *ElectionMessage) GetLastCommitted() uint64 {
+	if x != nil {
+		return x.LastCommitted
+	}
+	return 0
+}
+
+func (x *ElectionMessage) GetSupport() bool {
+	if x != nil {
+		return x.Support
+	}
+	return false
+}
+
+func (x *ElectionMessage) GetContending() bool {
+	if x != nil {
+		return x.Contending
+	}
+	return false
+}
+
+func (x *ElectionMessage) GetLeader() int32 {
+	if x != nil && x.Leader != nil {
+		return *x.Leader
+	}
+	return 0
+}
+
+func (x *ElectionMessage) GetNakReason() ElectionMessage_NakReason {
+	if x != nil {
+		return x.NakReason
+	}
+	return ElectionMessage_NAK_UNSPECIFIED
+}
+
 var File_election_proto protoreflect.FileDescriptor
 
 const file_election_proto_rawDesc = "" +
 	"\n" +
 	"\x0eelection.proto\x12\n" +
-	"minimon.v1\"\xe1\x01\n" +
+	"minimon.v1\"\xfb\x04\n" +
 	"\x0fElectionMessage\x12.\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x1e.minimon.v1.ElectionMessage.OpR\x02op\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\x05R\x04from\x12\x0e\n" +
 	"\x02to\x18\x03 \x01(\x05R\x02to\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"d\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12!\n" +
+	"\fmonmap_epoch\x18\x05 \x01(\x04R\vmonmapEpoch\x12\x16\n" +
+	"\x06quorum\x18\x06 \x03(\x05R\x06quorum\x120\n" +
+	"\x14horizon_remaining_ns\x18\a \x01(\x03R\x12horizonRemainingNs\x12\x14\n" +
+	"\x05nonce\x18\b \x01(\x04R\x05nonce\x12%\n" +
+	"\x0elast_committed\x18\t \x01(\x04R\rlastCommitted\x12\x18\n" +
+	"\asupport\x18\n" +
+	" \x01(\bR\asupport\x12\x1e\n" +
+	"\n" +
+	"contending\x18\v \x01(\bR\n" +
+	"contending\x12\x1b\n" +
+	"\x06leader\x18\f \x01(\x05H\x00R\x06leader\x88\x01\x01\x12D\n" +
+	"\n" +
+	"nak_reason\x18\r \x01(\x0e2%.minimon.v1.ElectionMessage.NakReasonR\tnakReason\"d\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aPROPOSE\x10\x01\x12\a\n" +
@@ -170,7 +315,12 @@ const file_election_proto_rawDesc = "" +
 	"\aVICTORY\x10\x03\x12\a\n" +
 	"\x03NAK\x10\x04\x12\v\n" +
 	"\aPREVOTE\x10\x05\x12\x11\n" +
-	"\rPREVOTE_REPLY\x10\x06B;Z9github.com/minimon/minimon/api/proto/minimon/v1;minimonv1b\x06proto3"
+	"\rPREVOTE_REPLY\x10\x06\"F\n" +
+	"\tNakReason\x12\x13\n" +
+	"\x0fNAK_UNSPECIFIED\x10\x00\x12\x13\n" +
+	"\x0fMONMAP_MISMATCH\x10\x01\x12\x0f\n" +
+	"\vSTALE_EPOCH\x10\x02B\t\n" +
+	"\a_leaderB;Z9github.com/minimon/minimon/api/proto/minimon/v1;minimonv1b\x06proto3"
 
 var (
 	file_election_proto_rawDescOnce sync.Once
@@ -184,19 +334,21 @@ func file_election_proto_rawDescGZIP() []byte {
 	return file_election_proto_rawDescData
 }
 
-var file_election_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_election_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_election_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
 var file_election_proto_goTypes = []any{
-	(ElectionMessage_Op)(0), // 0: minimon.v1.ElectionMessage.Op
-	(*ElectionMessage)(nil), // 1: minimon.v1.ElectionMessage
+	(ElectionMessage_Op)(0),        // 0: minimon.v1.ElectionMessage.Op
+	(ElectionMessage_NakReason)(0), // 1: minimon.v1.ElectionMessage.NakReason
+	(*ElectionMessage)(nil),        // 2: minimon.v1.ElectionMessage
 }
 var file_election_proto_depIdxs = []int32{
 	0, // 0: minimon.v1.ElectionMessage.op:type_name -> minimon.v1.ElectionMessage.Op
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	1, // 1: minimon.v1.ElectionMessage.nak_reason:type_name -> minimon.v1.ElectionMessage.NakReason
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_election_proto_init() }
@@ -204,12 +356,13 @@ func file_election_proto_init() {
 	if File_election_proto != nil {
 		return
 	}
+	file_election_proto_msgTypes[0].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_election_proto_rawDesc), len(file_election_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   1,
 			NumExtensions: 0,
 			NumServices:   0,
