@@ -69,6 +69,15 @@ type Config struct {
 	PaxosTrimMax uint64 // paxos_trim_max: at most this many per trim
 	MaxJoinDrift uint64 // paxos_max_join_drift (used by the shell for the sync decision)
 
+	// Incarnation is a random non-zero number the shell draws at every process start; it
+	// tells a restarted sender's messages (whose seq starts again) apart (rule 1).
+	Incarnation uint64
+
+	// EndsEpoch reports whether a committed value changes the member map or the lease
+	// parameters (rule 8): after applying it the core asks for a bootstrap and grants no
+	// further LEASE. Nil means no value ends the epoch.
+	EndsEpoch func(value []byte) bool
+
 	// Logger, nil for none.
 	Logger Logger
 }
@@ -107,6 +116,8 @@ type Ready struct {
 	Done      []Result
 	// Bootstrap is non-empty when the core wants the monitor to go back to probing (why).
 	Bootstrap string
+
+	id uint64 // matches Advance to the Ready it acknowledges
 }
 
 // IsEmpty reports whether rd asks for nothing.

@@ -88,11 +88,28 @@ func (PaxosMessage_Op) EnumDescriptor() ([]byte, []int) {
 }
 
 type PaxosMessage struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Op            PaxosMessage_Op        `protobuf:"varint,1,opt,name=op,proto3,enum=minimon.v1.PaxosMessage_Op" json:"op,omitempty"`
-	From          int32                  `protobuf:"varint,2,opt,name=from,proto3" json:"from,omitempty"`   // sender rank
-	To            int32                  `protobuf:"varint,3,opt,name=to,proto3" json:"to,omitempty"`       // receiver rank
-	Epoch         uint64                 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"` // election epoch the sender is in
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Op    PaxosMessage_Op        `protobuf:"varint,1,opt,name=op,proto3,enum=minimon.v1.PaxosMessage_Op" json:"op,omitempty"`
+	From  int32                  `protobuf:"varint,2,opt,name=from,proto3" json:"from,omitempty"`   // sender rank
+	To    int32                  `protobuf:"varint,3,opt,name=to,proto3" json:"to,omitempty"`       // receiver rank
+	Epoch uint64                 `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"` // election epoch the sender is in
+	// Rule 1 of design.md 4a: receivers drop other epochs and any seq not above the last one
+	// processed from (from, incarnation).
+	Incarnation    uint64 `protobuf:"varint,5,opt,name=incarnation,proto3" json:"incarnation,omitempty"`                             // random per process start of the sender
+	Seq            uint64 `protobuf:"varint,6,opt,name=seq,proto3" json:"seq,omitempty"`                                             // per-sender sequence, strictly increasing within an incarnation
+	Pn             uint64 `protobuf:"varint,7,opt,name=pn,proto3" json:"pn,omitempty"`                                               // COLLECT/BEGIN: leader's pn; LAST/ACCEPT: the sender's accepted_pn
+	FirstCommitted uint64 `protobuf:"varint,8,opt,name=first_committed,json=firstCommitted,proto3" json:"first_committed,omitempty"` // sender's first_committed
+	LastCommitted  uint64 `protobuf:"varint,9,opt,name=last_committed,json=lastCommitted,proto3" json:"last_committed,omitempty"`    // sender's last_committed (BEGIN/ACCEPT: the version before the value)
+	UncommittedPn  uint64 `protobuf:"varint,10,opt,name=uncommitted_pn,json=uncommittedPn,proto3" json:"uncommitted_pn,omitempty"`   // LAST: pn of the accepted, uncommitted value in values[lc+1]
+	// Versions to store: committed ones (share_state in LAST and COMMIT), the value of a BEGIN, the
+	// uncommitted value of a LAST. Values are encoded minimon.v1.Transaction.
+	Values map[uint64][]byte `protobuf:"bytes,11,rep,name=values,proto3" json:"values,omitempty" protobuf_key:"varint,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Lease (rules 2, 3, 6). round: COLLECT and LEASE carry the leader's lease round k (the first
+	// COLLECT of an epoch is round 0); LAST and LEASE_ACK echo it.
+	Round         uint64 `protobuf:"varint,12,opt,name=round,proto3" json:"round,omitempty"`
+	LeaseSeq      uint64 `protobuf:"varint,13,opt,name=lease_seq,json=leaseSeq,proto3" json:"lease_seq,omitempty"`            // LEASE: seq of the peon's message m the grant answers
+	LeaseNanos    int64  `protobuf:"varint,14,opt,name=lease_nanos,json=leaseNanos,proto3" json:"lease_nanos,omitempty"`      // LEASE: granted duration D (0: no grant in this round)
+	LeaseDNanos   int64  `protobuf:"varint,15,opt,name=lease_d_nanos,json=leaseDNanos,proto3" json:"lease_d_nanos,omitempty"` // COLLECT, BEGIN, LEASE: the mon_lease d_L in force
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -155,17 +172,110 @@ func (x *PaxosMessage) GetEpoch() uint64 {
 	return 0
 }
 
+func (x *PaxosMessage) GetIncarnation() uint64 {
+	if x != nil {
+		return x.Incarnation
+	}
+	return 0
+}
+
+func (x *PaxosMessage) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *PaxosMessage) GetPn() uint64 {
+	if x != nil {
+		return x.Pn
+	}
+	return 0
+}
+
+func (x *PaxosMessage) GetFirstCommitted() uint64 {
+	if x != nil {
+		return x.FirstCommitted
+	}
+	return 0
+}
+
+func (x *PaxosMessage) GetLastCommitted() uint64 {
+	if x != nil {
+		return x.LastCommitted
+	}
+	return 0
+}
+
+func (x *PaxosMessage) GetUncommittedPn() uint64 {
+	if x != nil {
+		return x.UncommittedPn
+	}
+	return 0
+}
+
+func (x *PaxosMessage) GetValues() map[uint64][]byte {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+func (x *PaxosMessage) GetRound() uint64 {
+	if x != nil {
+		return x.Round
+	}
+	return 0
+}
+
+func (x *PaxosMessage) GetLeaseSeq() uint64 {
+	if x != nil {
+		return x.LeaseSeq
+	}
+	return 0
+}
+
+func (x *PaxosMessage) GetLeaseNanos() int64 {
+	if x != nil {
+		return x.LeaseNanos
+	}
+	return 0
+}
+
+func (x *PaxosMessage) GetLeaseDNanos() int64 {
+	if x != nil {
+		return x.LeaseDNanos
+	}
+	return 0
+}
+
 var File_paxos_proto protoreflect.FileDescriptor
 
 const file_paxos_proto_rawDesc = "" +
 	"\n" +
 	"\vpaxos.proto\x12\n" +
-	"minimon.v1\"\xe3\x01\n" +
+	"minimon.v1\"\x8f\x05\n" +
 	"\fPaxosMessage\x12+\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x1b.minimon.v1.PaxosMessage.OpR\x02op\x12\x12\n" +
 	"\x04from\x18\x02 \x01(\x05R\x04from\x12\x0e\n" +
 	"\x02to\x18\x03 \x01(\x05R\x02to\x12\x14\n" +
-	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\"l\n" +
+	"\x05epoch\x18\x04 \x01(\x04R\x05epoch\x12 \n" +
+	"\vincarnation\x18\x05 \x01(\x04R\vincarnation\x12\x10\n" +
+	"\x03seq\x18\x06 \x01(\x04R\x03seq\x12\x0e\n" +
+	"\x02pn\x18\a \x01(\x04R\x02pn\x12'\n" +
+	"\x0ffirst_committed\x18\b \x01(\x04R\x0efirstCommitted\x12%\n" +
+	"\x0elast_committed\x18\t \x01(\x04R\rlastCommitted\x12%\n" +
+	"\x0euncommitted_pn\x18\n" +
+	" \x01(\x04R\runcommittedPn\x12<\n" +
+	"\x06values\x18\v \x03(\v2$.minimon.v1.PaxosMessage.ValuesEntryR\x06values\x12\x14\n" +
+	"\x05round\x18\f \x01(\x04R\x05round\x12\x1b\n" +
+	"\tlease_seq\x18\r \x01(\x04R\bleaseSeq\x12\x1f\n" +
+	"\vlease_nanos\x18\x0e \x01(\x03R\n" +
+	"leaseNanos\x12\"\n" +
+	"\rlease_d_nanos\x18\x0f \x01(\x03R\vleaseDNanos\x1a9\n" +
+	"\vValuesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\x04R\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value:\x028\x01\"l\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\v\n" +
 	"\aCOLLECT\x10\x01\x12\b\n" +
@@ -191,18 +301,20 @@ func file_paxos_proto_rawDescGZIP() []byte {
 }
 
 var file_paxos_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_paxos_proto_msgTypes = make([]protoimpl.MessageInfo, 1)
+var file_paxos_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_paxos_proto_goTypes = []any{
 	(PaxosMessage_Op)(0), // 0: minimon.v1.PaxosMessage.Op
 	(*PaxosMessage)(nil), // 1: minimon.v1.PaxosMessage
+	nil,                  // 2: minimon.v1.PaxosMessage.ValuesEntry
 }
 var file_paxos_proto_depIdxs = []int32{
 	0, // 0: minimon.v1.PaxosMessage.op:type_name -> minimon.v1.PaxosMessage.Op
-	1, // [1:1] is the sub-list for method output_type
-	1, // [1:1] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	2, // 1: minimon.v1.PaxosMessage.values:type_name -> minimon.v1.PaxosMessage.ValuesEntry
+	2, // [2:2] is the sub-list for method output_type
+	2, // [2:2] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_paxos_proto_init() }
@@ -216,7 +328,7 @@ func file_paxos_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_paxos_proto_rawDesc), len(file_paxos_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   1,
+			NumMessages:   2,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
