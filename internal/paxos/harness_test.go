@@ -25,6 +25,7 @@ type node struct {
 	committed []Entry
 	results   map[ProposalID]Result
 	bootstrap []string
+	lastRd    Ready
 }
 
 type cluster struct {
@@ -40,6 +41,7 @@ type cluster struct {
 	leader  int32
 	quorum  []int32
 	sent    []*minimonv1.PaxosMessage // every message ever produced, for assertions
+	sentAt  map[*minimonv1.PaxosMessage]time.Time
 	hold    bool                      // when true, messages stay queued until deliver is called
 	holdAdv bool                      // when true, process does not Advance (own write pending)
 }
@@ -53,7 +55,8 @@ func testConfig(rank int32, members []int32) Config {
 }
 
 func newCluster(t testing.TB, n int, mutate func(*Config)) *cluster {
-	c := &cluster{t: t, now: epoch0, nodes: map[int32]*node{}, cut: map[[2]int32]bool{}, mutate: mutate}
+	c := &cluster{t: t, now: epoch0, nodes: map[int32]*node{}, cut: map[[2]int32]bool{}, mutate: mutate,
+		sentAt: map[*minimonv1.PaxosMessage]time.Time{}}
 	for i := range n {
 		c.members = append(c.members, int32(i))
 	}
@@ -121,6 +124,7 @@ func (c *cluster) process(r int32) {
 		if rd.Bootstrap != "" {
 			n.bootstrap = append(n.bootstrap, rd.Bootstrap)
 		}
+		n.lastRd = rd
 		if c.holdAdv {
 			return
 		}
@@ -130,6 +134,7 @@ func (c *cluster) process(r int32) {
 
 func (c *cluster) enqueue(ms []*minimonv1.PaxosMessage) {
 	for _, m := range ms {
+		c.sentAt[m] = c.now
 		c.sent = append(c.sent, m)
 		c.queue = append(c.queue, m)
 	}
@@ -139,6 +144,42 @@ func (c *cluster) processAll() {
 	for _, r := range c.members {
 		c.process(r)
 	}
+}
+
+// deliverTo delivers (in order) the queued messages matching f, leaving the others queued.
+func (c *cluster) deliverWhere(f func(m *minimonv1.PaxosMessage) bool) int {
+	var keep, take []*minimonv1.PaxosMessage
+	for _, m := range c.queue {
+		if f(m) {
+			take = append(take, m)
+		} else {
+			keep = append(keep, m)
+		}
+	}
+	c.queue = keep
+	for _, m := range take {
+		if c.isCut(m.From, m.To) || c.nodes[m.To].down {
+			continue
+		}
+		c.nodes[m.To].p.Step(c.now, m)
+		c.process(m.To)
+	}
+	return len(take)
+}
+
+// putRaw writes paxos state straight into r's store and reloads the instance.
+func (c *cluster) putRaw(r int32, kv map[string]uint64, vals map[uint64][]byte) {
+	tx := &minimonv1.Transaction{}
+	for k, v := range kv {
+		tx.Ops = append(tx.Ops, putU64(k, v))
+	}
+	for v, b := range vals {
+		tx.Ops = append(tx.Ops, putOp(U64(v), b))
+	}
+	if err := c.nodes[r].st.Apply(tx); err != nil {
+		c.t.Fatal(err)
+	}
+	c.start(r, true)
 }
 
 // deliverOne delivers the head of the queue; false when empty.

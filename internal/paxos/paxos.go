@@ -910,8 +910,10 @@ func (p *Paxos) grant(now time.Time, q int32) time.Duration {
 	if lm == nil || lm.used {
 		return 0
 	}
+	// Caught up: m reported the leader's lc, or m is P's ACCEPT of the latest value or a later
+	// message (seq order) from P while that value was its newest accept.
 	caughtUp := lm.lc == p.lc ||
-		(lm.op == minimonv1.PaxosMessage_ACCEPT && lm.lc+1 == p.lc && p.lastBeganV == p.lc && lm.pn == p.lastBeganPN)
+		(lm.lc+1 == p.lc && p.lastBeganV == p.lc && lm.pn == p.lastBeganPN && p.accepted[q])
 	if !caughtUp || (p.inflight && !p.accepted[q]) {
 		return 0
 	}
