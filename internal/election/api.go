@@ -23,6 +23,17 @@
 // mid-election) is bumped to the next even one at New, and that write is the first Ready.
 // A stored 0 (never elected) stays 0 in memory; the first election uses epoch 1.
 //
+// Classic strategy with rule 9 (one ack per epoch): a member acks the first candidate it hears
+// in an epoch, whatever its rank; the lowest rank is still preferred because a candidate that
+// hears a higher-rank competitor in its epoch goes another round above it (higher ranks yield,
+// and in the pre-vote a higher rank holds back once when a lower rank is seeking election too),
+// so a cold start usually elects rank 0 in one round. Victory comes as soon as every member that
+// supported the pre-vote (or asked us for an election within ET) has acked, or at ET with a
+// majority. A candidate without a majority at ET, and a member that acked and heard no VICTORY
+// within 2*ET (the winner may declare at ET), go back to a pre-vote (and so to a new, higher
+// epoch once supported). A member never bumps its epoch for a PROPOSE it does not support
+// (healthy quorum), unless the PROPOSE comes from its own leader (admission).
+//
 // Surprising input (unknown op, unknown rank, epoch 0, duplicates, garbage) is logged and
 // ignored; nothing here panics on a message.
 package election

@@ -80,6 +80,11 @@ type Elector struct {
 	lastLeaderContact time.Time
 	outsidersSeen     map[int32]bool
 
+	// seeking: when each member last asked us for an election (PREVOTE or PROPOSE); such a
+	// member is alive and leaderless, so a candidate waits for its ACK too before an early
+	// victory (otherwise its ACK arrives just too late and it needs an admission election).
+	seeking map[int32]time.Time
+
 	horizon       time.Time
 	lastCommitted uint64
 
@@ -124,6 +129,7 @@ func New(cfg Config, st Store, now time.Time) (*Elector, error) {
 		leader:        -1,
 		nonceBase:     uint64(now.UnixNano()), // distinct across restarts, which come later in time
 		outsidersSeen: map[int32]bool{},
+		seeking:       map[int32]time.Time{},
 	}
 	if e.lg == nil {
 		e.lg = nopLogger{}
@@ -304,6 +310,7 @@ func (e *Elector) Step(now time.Time, m *minimonv1.ElectionMessage) {
 	}
 	switch m.GetOp() {
 	case minimonv1.ElectionMessage_PROPOSE:
+		e.noteSeeking(now, from)
 		e.handlePropose(now, m)
 	case minimonv1.ElectionMessage_ACK:
 		e.handleAck(now, m)
@@ -312,11 +319,19 @@ func (e *Elector) Step(now time.Time, m *minimonv1.ElectionMessage) {
 	case minimonv1.ElectionMessage_NAK:
 		e.handleNak(now, m)
 	case minimonv1.ElectionMessage_PREVOTE:
+		e.noteSeeking(now, from)
 		e.handlePreVote(now, m)
 	case minimonv1.ElectionMessage_PREVOTE_REPLY:
 		e.handlePreVoteReply(now, m)
 	default:
 		e.lg.Warn("election: unknown op; dropped", "from", from, "op", int32(m.GetOp()))
+	}
+}
+
+func (e *Elector) noteSeeking(now time.Time, from int32) {
+	e.seeking[from] = now
+	if e.phase == phaseCandidate && e.expect != nil {
+		e.expect[from] = true
 	}
 }
 
@@ -645,6 +660,14 @@ func (e *Elector) startElection(now time.Time, minEpoch uint64, expect map[int32
 		return
 	}
 	e.bump(next)
+	if expect == nil {
+		expect = map[int32]bool{}
+	}
+	for r, at := range e.seeking {
+		if now.Sub(at) < e.cfg.ElectionTimeout {
+			expect[r] = true
+		}
+	}
 	e.phase = phaseCandidate
 	e.acked = e.cfg.Rank
 	e.acks = map[int32]ackInfo{e.cfg.Rank: {recv: now}}

@@ -36,6 +36,9 @@ func TestLowestRankWinsAllUp(t *testing.T) {
 			all[i] = int32(i)
 		}
 		epoch := h.checkQuorum(0, all)
+		if epoch != 2 { // one round: higher ranks hold back for the lower contender
+			t.Fatalf("n=%d: epoch %d, want 2", n, epoch)
+		}
 		if epoch == 0 || epoch%2 != 0 {
 			t.Fatalf("n=%d: epoch %d", n, epoch)
 		}
@@ -561,7 +564,7 @@ func TestGarbageIgnored(t *testing.T) {
 // A randomized network (drops, duplicates, reordering, crashes that keep the store): never two
 // leaders in one epoch, epochs never go back, and once healed the cluster elects everyone.
 func TestRandomNetworkSafety(t *testing.T) {
-	for seed := range uint64(40) {
+	for seed := range uint64(200) {
 		runRandom(t, seed)
 	}
 }
@@ -575,10 +578,19 @@ func runRandom(t *testing.T, seed uint64) {
 		c.Rand = newRand(seed*100 + uint64(r))
 		return c
 	})
+	// One-way link cuts that come and go: asymmetric partitions are where Ceph's deferral
+	// elects two leaders in one epoch (rule 9).
+	cut := map[[2]int32]bool{}
+	h.cut = func(m *minimonv1.ElectionMessage) bool { return cut[[2]int32{m.GetFrom(), m.GetTo()}] }
+	h.autoAdmit = seed%2 == 0
 	for _, nd := range h.nodes {
 		nd.e.CallPreVote(h.now)
 	}
-	for step := 0; step < 400; step++ {
+	for step := 0; step < 600; step++ {
+		if rng.IntN(20) == 0 {
+			l := [2]int32{int32(rng.IntN(n)), int32(rng.IntN(n))}
+			cut[l] = !cut[l]
+		}
 		h.flushAll()
 		switch x := rng.IntN(100); {
 		case x < 55 && len(h.queue) > 0:
@@ -616,15 +628,32 @@ func runRandom(t *testing.T, seed uint64) {
 			}
 		}
 	}
-	// Heal: every member not in a quorum keeps trying; a stale leader steps down via pre-vote.
-	for r, nd := range h.nodes {
+	clear(cut)
+	// Heal, doing what the shell does: a member in no quorum keeps asking, a leader admits
+	// outsiders, and a leader that a majority does not follow steps down (paxos would time out).
+	h.autoAdmit = true
+	for _, nd := range h.nodes {
 		if nd.e.State() != "stable" {
 			nd.e.CallPreVote(h.now)
-		} else if l, _ := nd.e.Leader(); l != int32(r) {
-			_ = l
 		}
 	}
-	h.run(20 * testET)
+	for range 20 {
+		h.run(testET)
+		for r, nd := range h.nodes {
+			if l, ok := nd.e.Leader(); !ok || l != int32(r) {
+				continue
+			}
+			followers := 0
+			for _, o := range h.nodes {
+				if l, ok := o.e.Leader(); ok && l == int32(r) && o.e.Epoch() == nd.e.Epoch() {
+					followers++
+				}
+			}
+			if followers < n/2+1 {
+				nd.e.CallPreVote(h.now)
+			}
+		}
+	}
 	// At least a majority ends in one quorum with one leader.
 	count := map[[2]uint64]int{}
 	for _, nd := range h.nodes {
@@ -638,5 +667,90 @@ func runRandom(t *testing.T, seed uint64) {
 	}
 	if best < n/2+1 {
 		t.Fatalf("seed %d: no majority quorum after healing: %v\n%s", seed, count, h)
+	}
+}
+
+// Rule 9, the hole it closes: under an asymmetric partition (0 and 1 cannot hear each other,
+// both reach 2), Ceph's deferral lets 2 ack 1 and then 0 in one epoch, electing both. Here 2
+// acks only the first, so epoch 2 has one leader; 0 needs a later epoch.
+func TestAsymmetricPartitionOneLeaderPerEpoch(t *testing.T) {
+	h := newHarness(t, 3, nil)
+	h.cut = func(m *minimonv1.ElectionMessage) bool {
+		return (m.GetFrom() == 0 && m.GetTo() == 1) || (m.GetFrom() == 1 && m.GetTo() == 0)
+	}
+	h.nodes[1].e.StartElection(h.now, 0)
+	h.nodes[0].e.StartElection(h.now, 0)
+	h.flushAll()
+	h.deliverWhere(isOp(minimonv1.ElectionMessage_PROPOSE, 1, 2))
+	h.run(testET) // the harness fails on two leaders in one epoch
+	if o := h.last(1); o == nil || !o.Won || o.Epoch != 2 || !slices.Equal(o.Quorum, []int32{1, 2}) {
+		t.Fatalf("rank 1 outcome %+v", o)
+	}
+	if o := h.last(0); o != nil {
+		t.Fatalf("rank 0 won too: %+v", o)
+	}
+}
+
+// Rule 7 liveness: a member with majority support holds back one ET when a lower rank that
+// supports it is seeking election too, but never twice in a row.
+func TestPreVoteDefersToLowerContenderOnce(t *testing.T) {
+	e, _ := New(testConfig(1, 3), newMemStore(), t0)
+	e.CallPreVote(t0)
+	rd := e.Ready()
+	e.Advance(rd)
+	nonce := rd.Messages[0].GetNonce()
+	e.Step(t0, &minimonv1.ElectionMessage{Op: minimonv1.ElectionMessage_PREVOTE_REPLY, From: 0, To: 1, Nonce: nonce, Support: true, Contending: true, MonmapEpoch: 1})
+	e.Step(t0, &minimonv1.ElectionMessage{Op: minimonv1.ElectionMessage_PREVOTE_REPLY, From: 2, To: 1, Nonce: nonce, Support: true, MonmapEpoch: 1})
+	if e.Epoch() != 0 || e.State() != "prevote" {
+		t.Fatalf("did not hold back: epoch %d state %s", e.Epoch(), e.State())
+	}
+	e.Tick(t0.Add(testET - time.Millisecond))
+	if e.Epoch() != 0 {
+		t.Fatal("started before ET")
+	}
+	e.Tick(t0.Add(testET))
+	if e.Epoch() != 1 || e.State() != "candidate" {
+		t.Fatalf("rank 0 never proposed, yet rank 1 did not start at ET: epoch %d state %s", e.Epoch(), e.State())
+	}
+	// That election fails; in the next pre-vote the contender does not hold us back again.
+	e.Tick(t0.Add(2 * testET))
+	rd = e.Ready()
+	e.Advance(rd)
+	var nonce2 uint64
+	for _, m := range rd.Messages {
+		if m.GetOp() == minimonv1.ElectionMessage_PREVOTE {
+			nonce2 = m.GetNonce()
+		}
+	}
+	now := t0.Add(2 * testET)
+	e.Step(now, &minimonv1.ElectionMessage{Op: minimonv1.ElectionMessage_PREVOTE_REPLY, From: 0, To: 1, Epoch: 1, Nonce: nonce2, Support: true, Contending: true, MonmapEpoch: 1})
+	if e.Epoch() != 3 || e.State() != "candidate" {
+		t.Fatalf("held back twice: epoch %d state %s", e.Epoch(), e.State())
+	}
+	// The contender proposes: rank 1, a candidate of a higher rank, withdraws for it.
+	e.Step(now, &minimonv1.ElectionMessage{Op: minimonv1.ElectionMessage_PROPOSE, From: 0, To: 1, Epoch: 5, MonmapEpoch: 1})
+	rd = e.Ready()
+	if e.Epoch() != 5 || e.State() != "waiting" || len(rd.Messages) == 0 || rd.Messages[len(rd.Messages)-1].GetOp() != minimonv1.ElectionMessage_ACK {
+		t.Fatalf("did not ack the lower rank: epoch %d state %s %v", e.Epoch(), e.State(), rd.Messages)
+	}
+}
+
+// A member whose ACK reaches the winner after an early victory is reported as an outsider, so
+// the leader can admit it at once.
+func TestLateAckReportsOutsider(t *testing.T) {
+	h := newHarness(t, 3, nil)
+	h.nodes[0].e.CallPreVote(h.now)
+	h.flushAll()
+	h.deliverWhere(isOp(minimonv1.ElectionMessage_PREVOTE, 0, 1))
+	h.deliverWhere(isOp(minimonv1.ElectionMessage_PREVOTE_REPLY, 1, 0))
+	h.deliverWhere(isOp(minimonv1.ElectionMessage_PROPOSE, 0, 1))
+	h.deliverWhere(isOp(minimonv1.ElectionMessage_ACK, 1, 0))
+	if o := h.last(0); o == nil || !slices.Equal(o.Quorum, []int32{0, 1}) {
+		t.Fatalf("no early victory with the supporters: %+v", o)
+	}
+	h.deliverWhere(isOp(minimonv1.ElectionMessage_PROPOSE, 0, 2))
+	h.deliverWhere(isOp(minimonv1.ElectionMessage_ACK, 2, 0))
+	if os := h.nodes[0].outsiders; len(os) != 1 || os[0].Rank != 2 || os[0].Epoch != 1 {
+		t.Fatalf("late acker not reported: %+v", os)
 	}
 }
