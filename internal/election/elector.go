@@ -189,7 +189,9 @@ func (e *Elector) NoteLeaderContact(now time.Time) {
 func (e *Elector) SetQuorum(epoch uint64, leader int32, quorum []int32) {
 	if leader < 0 || !slices.Contains(quorum, e.cfg.Rank) || !slices.Contains(quorum, leader) {
 		if e.phase == phaseStable {
-			e.leaveStable()
+			// The shell left the quorum itself: no Electing signal back to it.
+			e.leader = -1
+			e.quorum = nil
 			e.phase = phaseIdle
 			e.timer = time.Time{}
 		}

@@ -754,3 +754,26 @@ func TestLateAckReportsOutsider(t *testing.T) {
 		t.Fatalf("late acker not reported: %+v", os)
 	}
 }
+
+func TestSetQuorumEnterAndLeave(t *testing.T) {
+	e, _ := New(testConfig(1, 3), newMemStore(), t0)
+	e.SetQuorum(0, 0, []int32{1, 0, 2})
+	if l, ok := e.Leader(); !ok || l != 0 || !slices.Equal(e.Quorum(), []int32{0, 1, 2}) || e.State() != "stable" {
+		t.Fatalf("leader %d %v quorum %v state %s", l, ok, e.Quorum(), e.State())
+	}
+	e.SetQuorum(0, -1, nil)
+	if _, ok := e.Leader(); ok || e.Quorum() != nil || e.State() != "idle" || e.HasReady() {
+		t.Fatalf("after leaving: state %s ready %v", e.State(), e.HasReady())
+	}
+	// A quorum without us is no quorum.
+	e.SetQuorum(2, 0, []int32{0, 2})
+	if e.State() != "idle" {
+		t.Fatalf("state %s", e.State())
+	}
+	// CallPreVote from a stable state tells the shell to leave leader/peon.
+	e.SetQuorum(0, 1, []int32{0, 1, 2})
+	e.CallPreVote(t0)
+	if rd := e.Ready(); !rd.Electing || e.State() != "prevote" {
+		t.Fatalf("electing %v state %s", rd.Electing, e.State())
+	}
+}
