@@ -307,4 +307,3 @@ func (p *picker) IntN(n int) int {
 	p.x ^= p.x << 17
 	return int(p.x % uint64(n))
 }
-

@@ -584,7 +584,6 @@ func TestPeonAcksLeaseFastAcceptsSlowly(t *testing.T) {
 	finish(t, w)
 }
 
-
 // A peon must not serve a read while its commit write is in flight: paxos has moved its
 // last_committed in memory, the store still holds the old value. Found by seed 3 (before a map-order fix; now seed 14) (3 monitors,
 // no fault needed at t=2.28s): peon 2 got COMMIT v13 at 2.2773, served get(k2) -> "c0-5" @v13
