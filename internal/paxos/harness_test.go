@@ -42,8 +42,8 @@ type cluster struct {
 	quorum  []int32
 	sent    []*minimonv1.PaxosMessage // every message ever produced, for assertions
 	sentAt  map[*minimonv1.PaxosMessage]time.Time
-	hold    bool                      // when true, messages stay queued until deliver is called
-	holdAdv bool                      // when true, process does not Advance (own write pending)
+	dropIf  func(*minimonv1.PaxosMessage) bool // messages it matches are lost
+	holdAdv bool                               // when true, process does not Advance (own write pending)
 }
 
 func testConfig(rank int32, members []int32) Config {
@@ -85,6 +85,7 @@ func (c *cluster) start(r int32, fresh bool) {
 		c.t.Fatalf("New(%d): %v", r, err)
 	}
 	n.p, n.down = p, false
+	n.results = map[ProposalID]Result{}
 }
 
 func (c *cluster) crash(r int32) { c.nodes[r].down = true }
@@ -158,7 +159,7 @@ func (c *cluster) deliverWhere(f func(m *minimonv1.PaxosMessage) bool) int {
 	}
 	c.queue = keep
 	for _, m := range take {
-		if c.isCut(m.From, m.To) || c.nodes[m.To].down {
+		if c.isCut(m.From, m.To) || c.nodes[m.To].down || (c.dropIf != nil && c.dropIf(m)) {
 			continue
 		}
 		c.nodes[m.To].p.Step(c.now, m)
@@ -189,7 +190,7 @@ func (c *cluster) deliverOne() bool {
 	}
 	m := c.queue[0]
 	c.queue = c.queue[1:]
-	if c.isCut(m.From, m.To) {
+	if c.isCut(m.From, m.To) || (c.dropIf != nil && c.dropIf(m)) {
 		return true
 	}
 	n := c.nodes[m.To]

@@ -127,7 +127,8 @@ type Paxos struct {
 	collectDone  bool
 	promised     map[int32]bool
 	selfPromised bool
-	peerLC       map[int32]uint64
+	peerLC       map[int32]uint64 // lc a peon last reported (or will have once our COMMIT lands)
+	sharedTo     map[int32]uint64 // lc up to which catch-up was sent at collect
 	uncV, uncPN  uint64
 	uncValue     []byte
 	rounds       []*leaseRound
@@ -562,6 +563,7 @@ func (p *Paxos) Leader(now time.Time, epoch uint64, quorum []int32, releaseAt ti
 	}
 	p.contact = now
 	p.lastMsg, p.bound, p.peerLC = map[int32]*peerMsg{}, map[int32]time.Time{}, map[int32]uint64{}
+	p.sharedTo = map[int32]uint64{}
 	p.log.Info("paxos: leader", "epoch", epoch, "quorum", p.quorum, "release_in", p.releaseAt.Sub(now))
 	p.collect(now, 0)
 	p.progress(now)
@@ -661,9 +663,10 @@ func (p *Paxos) handleLast(now time.Time, m *minimonv1.PaxosMessage) {
 func (p *Paxos) catchUpAll(now time.Time) bool {
 	for _, q := range p.peers() {
 		lc, ok := p.peerLC[q]
-		if !ok {
+		if !ok || p.sharedTo[q] >= p.lc {
 			continue
 		}
+		p.sharedTo[q] = p.lc
 		if !p.catchUp(now, q, lc) {
 			return true
 		}
@@ -683,7 +686,6 @@ func (p *Paxos) catchUp(now time.Time, q int32, peerLC uint64) bool {
 		Op: minimonv1.PaxosMessage_COMMIT, Pn: p.acceptedPN, FirstCommitted: p.fc, LastCommitted: p.lc,
 		Values: p.shareValues(peerLC + 1),
 	}, false)
-	p.peerLC[q] = p.lc
 	return true
 }
 
@@ -725,11 +727,17 @@ func (p *Paxos) begin(now time.Time, value []byte, ids []ProposalID, trim bool) 
 		p.ph = phUpdating
 	}
 	for _, q := range p.peers() {
-		p.send(now, q, &minimonv1.PaxosMessage{
-			Op: minimonv1.PaxosMessage_BEGIN, Pn: p.acceptedPN, FirstCommitted: p.fc, LastCommitted: p.lc,
-			Values: map[uint64][]byte{v: value}, LeaseDNanos: int64(p.cfg.Lease),
-		}, true)
+		// A peon that may lag gets its BEGIN after the catch-up COMMITs queued before it.
+		lc, known := p.peerLC[q]
+		p.sendBegin(now, q, known && lc == p.lc)
 	}
+}
+
+func (p *Paxos) sendBegin(now time.Time, q int32, parallel bool) {
+	p.send(now, q, &minimonv1.PaxosMessage{
+		Op: minimonv1.PaxosMessage_BEGIN, Pn: p.ifPN, FirstCommitted: p.fc, LastCommitted: p.ifV - 1,
+		Values: map[uint64][]byte{p.ifV: p.ifValue}, LeaseDNanos: int64(p.cfg.Lease),
+	}, parallel)
 }
 
 // Propose queues an encoded minimonv1.Transaction. Everything proposed while a value is in
@@ -947,12 +955,20 @@ func (p *Paxos) leaseRound(now time.Time) {
 func (p *Paxos) handleLeaseAck(now time.Time, m *minimonv1.PaxosMessage) {
 	p.ackRound(m.Round, m.From)
 	p.lastMsg[m.From] = &peerMsg{seq: m.Seq, op: m.Op, lc: m.LastCommitted, pn: m.Pn}
+	p.peerLC[m.From] = m.LastCommitted
 	if !p.collectDone {
 		return
 	}
 	// A peon that missed commits is caught up here (difference 2), then granted next round.
 	if m.LastCommitted < p.lc && !(p.applyPending && m.LastCommitted+1 == p.lc) {
-		p.catchUp(now, m.From, m.LastCommitted)
+		if !p.catchUp(now, m.From, m.LastCommitted) {
+			return
+		}
+		p.peerLC[m.From] = p.lc
+	}
+	// A peon that missed the BEGIN in flight (lost, or it lagged when it went out) gets it again.
+	if p.inflight && !p.accepted[m.From] && p.peerLC[m.From]+1 == p.ifV {
+		p.sendBegin(now, m.From, false)
 	}
 }
 

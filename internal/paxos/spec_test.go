@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	minimonv1 "github.com/minimon/minimon/api/proto/minimon/v1"
 )
 
@@ -125,9 +127,8 @@ func TestSpec5_9_AcceptTimeout(t *testing.T) {
 	c := newCluster(t, 3, func(cfg *Config) { cfg.LeaseAckTimeout = 3 * time.Second })
 	c.elect(0, 0, 1, 2)
 	// Peons keep acking leases but no ACCEPT reaches the leader.
+	c.dropIf = isOp(minimonv1.PaxosMessage_ACCEPT)
 	c.propose(kvPut("a", "1"))
-	c.processAll()
-	c.queue = nil
 	c.run(1100*ms, 50*ms)
 	if got := c.nodes[0].bootstrap; len(got) != 1 || got[0] != "accept timeout" {
 		t.Fatalf("bootstrap = %v", got)
@@ -285,7 +286,7 @@ func TestRule3_PeonLeaseEndsAtSendPlusD(t *testing.T) {
 	if named == nil || named.Op != minimonv1.PaxosMessage_LEASE_ACK {
 		t.Fatalf("grant names %v", named)
 	}
-	c.now = c.now.Add(40 * ms) // delivery delay does not lengthen the lease
+	c.now = c.now.Add(40 * ms)          // delivery delay does not lengthen the lease
 	c.nodes[1].p.leaseEnd = time.Time{} // forget the first grant (from the LAST) to see this one
 	c.deliverWhere(isOp(minimonv1.PaxosMessage_LEASE))
 	want := c.sentAt[named].Add(wantD)
@@ -457,13 +458,13 @@ func TestRule1_DuplicateAndStaleMessagesIgnored(t *testing.T) {
 	if p1.HasReady() {
 		t.Fatal("duplicate BEGIN answered")
 	}
-	other := *begin
+	other := proto.Clone(begin).(*minimonv1.PaxosMessage)
 	other.Seq += 1000
 	other.Epoch++
-	p1.Step(c.now, &other) // other epoch
+	p1.Step(c.now, other) // other epoch
 	other.Epoch = begin.Epoch
 	other.From = 2 // not the leader
-	p1.Step(c.now, &other)
+	p1.Step(c.now, other)
 	if p1.HasReady() {
 		t.Fatal("message of another epoch or sender answered")
 	}
@@ -614,5 +615,47 @@ func TestSingleMemberCluster(t *testing.T) {
 	c.run(2*time.Second, 50*ms)
 	if len(c.nodes[0].bootstrap) != 0 || !c.leaderP().Readable(c.now) {
 		t.Fatalf("single member lost its lease: %v", c.nodes[0].bootstrap)
+	}
+}
+
+// Spec 5.6 with lagging peons: the recovered value's BEGIN reaches a peon only after the
+// catch-up COMMIT, so all five accept it at once (no wait for a resend).
+func TestSpec5_6_RecoveredValueReachesLaggingPeons(t *testing.T) {
+	c := newCluster(t, 5, nil)
+	a, b := encodeTx(t, kvPut("k", "A")), encodeTx(t, kvPut("k", "B"))
+	c.putRaw(1, map[string]uint64{KeyFirstCommitted: 1, KeyLastCommitted: 1, KeyPendingV: 2, KeyPendingPN: 100,
+		KeyAcceptedPN: 100}, map[uint64][]byte{1: a, 2: b})
+	c.elect(0, c.members...)
+	for _, r := range c.members {
+		if got := c.nodes[r].p.LastCommitted(); got != 2 || c.get(r, "kv", "k") != "B" {
+			t.Fatalf("node %d lc %d k %q, want 2 B", r, got, c.get(r, "kv", "k"))
+		}
+	}
+	c.checkAgreement()
+}
+
+// A BEGIN lost on the way to a peon is sent again after that peon's next LEASE_ACK.
+func TestDiff2_LostBeginResent(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.elect(0, 0, 1, 2)
+	lost := false
+	c.dropIf = func(m *minimonv1.PaxosMessage) bool {
+		if m.Op == minimonv1.PaxosMessage_BEGIN && m.To == 2 && !lost {
+			lost = true
+			return true
+		}
+		return false
+	}
+	c.propose(kvPut("a", "1"))
+	c.stabilize()
+	if c.nodes[2].p.pendingV == 1 {
+		t.Fatal("BEGIN was not lost")
+	}
+	c.run(c.cfg(0).RenewInterval, 10*ms)
+	if c.nodes[2].p.LastCommitted() != 1 || c.get(2, "kv", "a") != "1" {
+		t.Fatalf("peon 2 never got the value: %v", c)
+	}
+	if !c.leaderP().accepted[2] && c.nodes[2].p.pendingV != 1 {
+		t.Fatal("peon 2 did not accept the resent BEGIN")
 	}
 }
