@@ -83,6 +83,7 @@ type outstanding struct {
 	effects
 	id  uint64
 	gen uint64
+	lc  uint64 // last_committed once this batch is durable
 }
 
 type overlayVal struct {
@@ -101,6 +102,7 @@ type Paxos struct {
 	// Persisted state, as issued: the write may still be in an outstanding Ready, which is
 	// safe because store writes apply in issue order and reads go through the overlay.
 	fc, lc, lastPN, acceptedPN, pendingV, pendingPN uint64
+	durableLC                                       uint64 // lc the store holds for sure (reads come from it)
 	overlay                                         map[uint64]overlayVal
 
 	seq     uint64    // last seq this process sent
@@ -155,10 +157,11 @@ type Paxos struct {
 	queue        []proposal
 	nextID       ProposalID
 
-	rd      Ready
-	rdFx    effects
-	readyID uint64 // id of the Ready being accumulated
-	out     *outstanding
+	rd         Ready
+	producedAt []time.Time // when each of rd.Messages was produced
+	rdFx       effects
+	readyID    uint64 // id of the Ready being accumulated
+	out        *outstanding
 }
 
 // New loads the persisted state. freshCluster means the stored election epoch is below 2: no
@@ -196,6 +199,7 @@ func New(cfg Config, st Store, now time.Time, freshCluster bool) (*Paxos, error)
 			*kv.dst = binary.BigEndian.Uint64(b)
 		}
 	}
+	p.durableLC = p.lc
 	if p.fc > p.lc && p.lc != 0 {
 		return nil, fmt.Errorf("paxos: store inconsistent: first_committed %d > last_committed %d", p.fc, p.lc)
 	}
@@ -249,7 +253,8 @@ func (p *Paxos) Writeable() bool {
 
 // Readable implements rule 4.
 func (p *Paxos) Readable(now time.Time) bool {
-	if p.stopped || p.pendingV > p.lc {
+	// A commit whose write is still in flight is not served: reads come from the store.
+	if p.stopped || p.pendingV > p.lc || p.durableLC != p.lc {
 		return false
 	}
 	switch p.role {
@@ -302,7 +307,8 @@ func (p *Paxos) Ready() Ready {
 	}
 	rd := p.rd
 	rd.id = p.readyID
-	p.out = &outstanding{effects: p.rdFx, id: rd.id, gen: p.gen}
+	p.stamp(&rd)
+	p.out = &outstanding{effects: p.rdFx, id: rd.id, gen: p.gen, lc: p.lc}
 	p.rd = Ready{}
 	p.rdFx = effects{}
 	p.readyID++
@@ -320,6 +326,7 @@ func (p *Paxos) Advance(now time.Time, rd Ready) {
 	}
 	o := p.out
 	p.out = nil
+	p.durableLC = max(p.durableLC, o.lc)
 	for v, ov := range p.overlay {
 		if ov.ready <= o.id {
 			delete(p.overlay, v)
@@ -378,26 +385,43 @@ func (p *Paxos) persist(now time.Time, ops ...*minimonv1.StoreOp) {
 	p.rd.Persist.Ops = append(p.rd.Persist.Ops, ops...)
 }
 
-// send stamps m (rule 1) and queues it; parallel messages go out before the batch's write.
+// send queues m; parallel messages go out before the batch's write. The seq (rule 1) is
+// stamped when the batch is handed out, in send order (Parallel first), so a receiver never
+// sees a later seq before an earlier one of the same batch.
 func (p *Paxos) send(now time.Time, to int32, m *minimonv1.PaxosMessage, parallel bool) {
-	p.seq++
-	m.From, m.To, m.Epoch, m.Incarnation, m.Seq = p.cfg.Rank, to, p.epoch, p.cfg.Incarnation, p.seq
+	m.From, m.To, m.Epoch, m.Incarnation = p.cfg.Rank, to, p.epoch, p.cfg.Incarnation
 	if parallel {
 		p.rd.Parallel = append(p.rd.Parallel, m)
 	} else {
 		p.rd.Messages = append(p.rd.Messages, m)
+		p.producedAt = append(p.producedAt, now)
 	}
 	p.noteSent(now, m.Op)
-	if p.role == rolePeon {
-		// Remember when it was produced: a LEASE naming it runs from here (rule 3). The real
-		// send is later, so the lease comes out shorter, never longer.
-		cut := now.Add(-2 * max(p.cfg.Lease, p.dL))
-		i := 0
-		for i < len(p.sent) && (p.sent[i].at.Before(cut) || len(p.sent)-i > 256) {
-			i++
-		}
-		p.sent = append(p.sent[i:], sentMsg{seq: p.seq, at: now})
+}
+
+// stamp assigns the seqs of a batch being handed out. A peon remembers when each message was
+// produced: a LEASE naming it runs from there (rule 3). The real send is later, so the lease
+// comes out shorter, never longer.
+func (p *Paxos) stamp(rd *Ready) {
+	for _, m := range rd.Parallel {
+		p.seq++
+		m.Seq = p.seq
 	}
+	for i, m := range rd.Messages {
+		p.seq++
+		m.Seq = p.seq
+		if p.role != rolePeon || i >= len(p.producedAt) {
+			continue
+		}
+		at := p.producedAt[i]
+		cut := at.Add(-2 * max(p.cfg.Lease, p.dL))
+		j := 0
+		for j < len(p.sent) && (p.sent[j].at.Before(cut) || len(p.sent)-j > 256) {
+			j++
+		}
+		p.sent = append(p.sent[j:], sentMsg{seq: p.seq, at: at})
+	}
+	p.producedAt = p.producedAt[:0]
 }
 
 func (p *Paxos) sentAt(seq uint64) (time.Time, bool) {
@@ -728,9 +752,19 @@ func (p *Paxos) begin(now time.Time, value []byte, ids []ProposalID, trim bool) 
 	}
 	for _, q := range p.peers() {
 		// A peon that may lag gets its BEGIN after the catch-up COMMITs queued before it.
+		// So does a peon with an earlier message in this batch (it must arrive first).
 		lc, known := p.peerLC[q]
-		p.sendBegin(now, q, known && lc == p.lc)
+		p.sendBegin(now, q, known && lc == p.lc && !p.queuedFor(q))
 	}
+}
+
+func (p *Paxos) queuedFor(q int32) bool {
+	for _, m := range p.rd.Messages {
+		if m.To == q {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *Paxos) sendBegin(now time.Time, q int32, parallel bool) {

@@ -659,3 +659,28 @@ func TestDiff2_LostBeginResent(t *testing.T) {
 		t.Fatal("peon 2 did not accept the resent BEGIN")
 	}
 }
+
+// Rule 4: a member whose commit write is still in flight serves nothing (reads come from the
+// store, which still holds the previous value).
+func TestRule4_NotReadableDuringCommitWrite(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.elect(0, 0, 1, 2)
+	c.propose(kvPut("a", "1"))
+	c.process(0)
+	c.deliverWhere(isOp(minimonv1.PaxosMessage_BEGIN))
+	c.deliverWhere(isOp(minimonv1.PaxosMessage_ACCEPT))
+	c.holdAdv = true
+	c.deliverWhere(func(m *minimonv1.PaxosMessage) bool { return m.Op == minimonv1.PaxosMessage_COMMIT && m.To == 1 })
+	p1 := c.nodes[1].p
+	if p1.LastCommitted() != 1 {
+		t.Fatal("COMMIT not handled")
+	}
+	p1.leaseEnd = c.now.Add(time.Second) // as if a lease were held
+	if p1.Readable(c.now) {
+		t.Fatal("peon readable while its commit write is in flight")
+	}
+	p1.Advance(c.now, c.nodes[1].lastRd)
+	if !p1.Readable(c.now) {
+		t.Fatal("peon not readable once the commit is durable")
+	}
+}
