@@ -12,8 +12,18 @@
 //     COMMIT, LEASE_ACK);
 //  4. then the shell refreshes services from rd.Committed (already in the store after step 2)
 //     and completes the client requests in rd.Done;
-//  5. then it calls Advance(now, rd): only after that does the core count its own write as
-//     durable. The next Ready is taken only after Advance.
+//  5. then it calls Advance(now, rd), with now read after the sends: only then does the core
+//     count its own write as durable (and raise its horizon H for the messages sent). Every
+//     non-empty Ready must be Advanced, also one without Persist.
+//
+// rd.Done may also be completed before step 2 (design.md 4.6): a nil Err means the commit
+// condition (rule 5) already holds, so the value is chosen whatever happens to the leader's own
+// commit write; reads still wait for that write (Readable is false until it is Advanced).
+//
+// While a Ready is outstanding (handed out, not yet Advanced) HasReady is false and Ready
+// returns nothing, except a bootstrap request: then Ready returns a Ready with only Bootstrap
+// set (its Advance is a no-op). So store writes are issued one batch at a time, in order.
+// Seqs (rule 1) are stamped when a Ready is handed out, in send order: Parallel, then Messages.
 //
 // Stored state is read through the Store interface; the core never writes the store itself.
 // A surprising message (wrong pn, unexpected COMMIT, garbage) never panics: the core logs it and,

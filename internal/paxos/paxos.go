@@ -1,6 +1,7 @@
 package paxos
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -242,6 +243,15 @@ func (p *Paxos) Horizon() time.Time { return p.horizon }
 // the shell's pre-vote support decision (rule 7).
 func (p *Paxos) LastLeaderContact() time.Time { return p.contact }
 
+// State names the paxos state for mon_status and logs: probing (no role), recovering, active,
+// updating, updating-previous or writing.
+func (p *Paxos) State() string {
+	if p.role == roleNone || p.stopped {
+		return "probing"
+	}
+	return p.ph.String()
+}
+
 // IsLeader reports whether this instance leads the current epoch.
 func (p *Paxos) IsLeader() bool { return p.role == roleLeader && !p.stopped }
 
@@ -477,7 +487,10 @@ func (p *Paxos) commitVersion(now time.Time, v uint64, val []byte) bool {
 		p.bootstrap(fmt.Sprintf("committed version %d does not decode", v))
 		return false
 	}
-	ops := []*minimonv1.StoreOp{putOp(U64(v), val)}
+	var ops []*minimonv1.StoreOp
+	if old := p.getValue(v); !bytes.Equal(old, val) {
+		ops = append(ops, putOp(U64(v), val)) // not already there from our accept
+	}
 	if p.fc == 0 {
 		// The very first value also sets first_committed (spec 5.2).
 		ops = append(ops, putU64(KeyFirstCommitted, v))

@@ -23,7 +23,7 @@ import (
 //
 // and at the end, after healing and a final election, that no acknowledged write is lost.
 func TestRandomFaults(t *testing.T) {
-	seeds := 60
+	seeds := 60 // PAXOS_SEEDS overrides; set debugSeed to trace one seed
 	if s := os.Getenv("PAXOS_SEEDS"); s != "" {
 		seeds, _ = strconv.Atoi(s)
 	}
@@ -217,9 +217,6 @@ func randomRun(t *testing.T, seed uint64) {
 	}
 	c.elect(0, c.members...)
 	c.run(700*ms, 10*ms)
-	if os.Getenv("PAXOS_EXP") != "" && c.leaderP().ph != phActive {
-		t.Fatalf("seed %d: leader not active 700ms after final election: %v rel %v H %v", seed, c, c.leaderP().releaseAt.Sub(c.now), c.leaderP().Horizon().Sub(c.now))
-	}
 	id, err := c.leaderP().Propose(c.now, encodeTx(t, kvPut("final", "x")))
 	if err != nil {
 		t.Fatalf("seed %d: final propose: %v", seed, err)

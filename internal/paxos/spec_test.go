@@ -2,8 +2,10 @@ package paxos
 
 import (
 	"errors"
+	"math/rand"
 	"strings"
 	"testing"
+	"testing/quick"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -682,5 +684,24 @@ func TestRule4_NotReadableDuringCommitWrite(t *testing.T) {
 	p1.Advance(c.now, c.nodes[1].lastRd)
 	if !p1.Readable(c.now) {
 		t.Fatal("peon not readable once the commit is durable")
+	}
+}
+
+// Spec 5.4: pns are strictly increasing, above the number they must beat, and carry the rank.
+func TestSpec5_4_ProposalNumberQuick(t *testing.T) {
+	f := func(rank uint8, gts []uint32) bool {
+		p := &Paxos{cfg: Config{Rank: int32(rank % 100)}}
+		var last uint64
+		for _, g := range gts {
+			pn := p.newPN(uint64(g))
+			if pn <= last || pn <= uint64(g) || pn%100 != uint64(rank%100) {
+				return false
+			}
+			last = pn
+		}
+		return true
+	}
+	if err := quick.Check(f, &quick.Config{Rand: rand.New(rand.NewSource(1))}); err != nil {
+		t.Fatal(err)
 	}
 }
