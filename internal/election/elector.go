@@ -565,7 +565,11 @@ func (e *Elector) handlePreVote(now time.Time, m *minimonv1.ElectionMessage) {
 		r.Leader = &l
 	}
 	e.send(r)
-	if e.isLeader() && !slices.Contains(e.quorum, from) {
+	// A member outside our quorum wants in. So does a quorum member that pre-votes in our own
+	// epoch: it restarted or lost its lease and is probing, and the leader still counts it
+	// (design.md difference 2), so only an admission election brings it back. A PREVOTE from
+	// an older epoch was sent before our victory and means nothing now.
+	if e.isLeader() && (!slices.Contains(e.quorum, from) || m.GetEpoch() >= e.epoch) {
 		e.addOutsider(from, m.GetEpoch(), m.GetLastCommitted())
 	}
 }

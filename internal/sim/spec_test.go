@@ -2,7 +2,6 @@ package sim
 
 import (
 	"fmt"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -290,19 +289,9 @@ func TestSpec9_11_PeonBehindWithinDrift(t *testing.T) {
 	finish(t, w)
 }
 
-const bugNoReadmission = "liveness: a peon that restarts after a crash, or is cut off for longer than LT and " +
-	"bootstraps (rule 7), probes, but the " +
-	"leader still counts it in its quorum (design 2: a lagging peon does not end the epoch), and " +
-	"election.handlePreVote records an outsider only if !slices.Contains(e.quorum, from): the returning " +
-	"member is never reported, never admitted, and stays probing for as long as the epoch lasts (sim seed " +
-	"211: peon 0 isolated 1 s, healed at 1.10 s, PREVOTE 0->1 every 0.4 s answered, leader 1 elector quorum " +
-	"still [0 1 2], no admission in 3 s; same for a crash-restart of a peon, seeds 1-5 of cfg3, 5 of 5). Fix: treat a PREVOTE from a quorum member as that member having " +
-	"left (outsider), or have the shell admit quorum members whose lease bound expired and who probe"
-
 // 11 (variant): the peon falls behind while cut off, leaves the quorum by its lease timeout, and
 // returns: the leader admits it (design 4) and catches it up during the collect.
 func TestSpec9_11_PeonBehindAfterPartition(t *testing.T) {
-	knownBug(t, bugNoReadmission)
 	c := cfg3(211)
 	c.NoClients = true
 	w, _ := specWorld(t, c)
@@ -691,12 +680,9 @@ func TestSpec9_19_CrashAtEachDurableWrite(t *testing.T) {
 				for i := range w.nodes {
 					w.Restart(i)
 				}
-				// A restarted peon is not re-admitted (bugNoReadmission): require a serving
-				// majority here, the full quorum only with SIM_KNOWN_BUGS.
+				// Writes resume, and every restarted member is admitted back into the quorum.
 				writeOK(t, w, "k1", "after", 3*time.Second)
-				if os.Getenv("SIM_KNOWN_BUGS") != "" {
-					stable(t, w, 3*time.Second)
-				}
+				stable(t, w, 3*time.Second)
 				for _, m := range w.nodes {
 					if f, l := storedFC(m), storedLC(m); f > l {
 						t.Fatalf("node %d: fc %d > lc %d", m.idx, f, l)
