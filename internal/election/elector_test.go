@@ -74,6 +74,7 @@ func TestEpochOddEvenPersistedAcrossRestart(t *testing.T) {
 	}
 	// Rank 2 crashes after acking: on restart the odd epoch becomes even, so it can never ack
 	// another candidate in epoch 1.
+	h.nodes[1].e.NoteLeaderContact(h.now) // rank 1 hears its leader: it supports no one
 	h.restart(2)
 	if got := h.nodes[2].e.Epoch(); got != 2 {
 		t.Fatalf("restarted epoch %d, want 2", got)
@@ -775,5 +776,44 @@ func TestSetQuorumEnterAndLeave(t *testing.T) {
 	e.CallPreVote(t0)
 	if rd := e.Ready(); !rd.Electing || e.State() != "prevote" {
 		t.Fatalf("electing %v state %s", rd.Electing, e.State())
+	}
+}
+
+// A quorum member that restarts keeps the leader's epoch on disk and pre-votes in it: the leader
+// still counts it in its quorum (a silent peon does not end the epoch), so it must report it for
+// admission, or the member probes for as long as the epoch lasts. A PREVOTE from an older epoch
+// (sent before the victory) is not a reason to admit anyone.
+func TestRestartedQuorumMemberReportedForAdmission(t *testing.T) {
+	h := newHarness(t, 3, nil)
+	for r := range int32(3) {
+		h.nodes[r].e.CallPreVote(h.now)
+	}
+	h.run(2 * testET)
+	epoch := h.checkQuorum(0, []int32{0, 1, 2})
+	h.nodes[0].outsiders = nil
+
+	stale := &minimonv1.ElectionMessage{Op: minimonv1.ElectionMessage_PREVOTE, From: 2, To: 0,
+		Epoch: epoch - 1, Nonce: 99}
+	h.nodes[0].e.Step(h.now, stale)
+	h.flush(0)
+	if len(h.nodes[0].outsiders) != 0 {
+		t.Fatalf("a pre-victory PREVOTE was reported: %+v", h.nodes[0].outsiders)
+	}
+
+	h.nodes[1].e.NoteLeaderContact(h.now) // rank 1 hears its leader: it supports no one
+	h.restart(2)
+	if got := h.nodes[2].e.Epoch(); got != epoch {
+		t.Fatalf("restarted member epoch %d, want the stored %d", got, epoch)
+	}
+	h.nodes[2].e.CallPreVote(h.now)
+	h.deliver()
+	os := h.nodes[0].outsiders
+	if len(os) != 1 || os[0].Rank != 2 || os[0].Epoch != epoch {
+		t.Fatalf("outsiders %+v, want rank 2 at epoch %d", os, epoch)
+	}
+	h.nodes[0].e.StartElection(h.now, os[0].Epoch)
+	h.run(2 * testET)
+	if e2 := h.checkQuorum(0, []int32{0, 1, 2}); e2 <= epoch {
+		t.Fatalf("admission epoch %d not above %d", e2, epoch)
 	}
 }
