@@ -148,6 +148,7 @@ type Paxos struct {
 	ifValue      []byte
 	ifIDs        []ProposalID
 	ifTrim       bool
+	ifCarry      []byte // value of ifV-1 riding the BEGIN (its commit shares our accept's write)
 	accepted     map[int32]bool
 	selfAccepted bool
 	beginAt      time.Time
@@ -359,8 +360,10 @@ func (p *Paxos) Advance(now time.Time, rd Ready) {
 			}
 			if o.commitV != 0 && p.applyPending && o.commitV == p.lc {
 				p.applyPending = false
-				p.ph = phActive
-				p.finishRound(now)
+				if !p.inflight {
+					p.ph = phActive
+					p.finishRound(now)
+				}
 			}
 		}
 	}
@@ -574,6 +577,7 @@ func (p *Paxos) reset() {
 	p.uncV, p.uncPN, p.uncValue = 0, 0, nil
 	p.rounds, p.leaderEnd, p.lastMajority, p.grantsOpen = nil, time.Time{}, time.Time{}, false
 	p.inflight, p.ifV, p.ifPN, p.ifValue, p.ifIDs, p.ifTrim = false, 0, 0, nil, nil, false
+	p.ifCarry = nil
 	p.selfAccepted, p.applyPending, p.trimming = false, false, false
 	p.queue = nil
 }
@@ -741,7 +745,7 @@ func (p *Paxos) maybeFinishCollect(now time.Time) {
 		"recovered", p.uncV == p.lc+1)
 	if p.uncV == p.lc+1 && len(p.uncValue) > 0 {
 		p.ph = phUpdatingPrevious
-		p.begin(now, p.uncValue, nil, false)
+		p.begin(now, p.uncValue, nil, false, nil)
 		return
 	}
 	p.ph = phActive
@@ -750,13 +754,17 @@ func (p *Paxos) maybeFinishCollect(now time.Time) {
 
 // ---- leader: phase 2 ----
 
-func (p *Paxos) begin(now time.Time, value []byte, ids []ProposalID, trim bool) {
+// begin proposes value for lc+1. carry is the value of lc when its commit is in the same
+// store transaction as this accept (design.md 4a rule 5): the BEGIN then carries it, so a peon
+// at lc-1 commits it and accepts in one write, and no separate COMMIT is sent.
+func (p *Paxos) begin(now time.Time, value []byte, ids []ProposalID, trim bool, carry []byte) {
 	v := p.lc + 1
 	p.persist(now, putOp(U64(v), value), putU64(KeyPendingV, v), putU64(KeyPendingPN, p.acceptedPN))
 	p.setValue(v, value)
 	p.pendingV, p.pendingPN = v, p.acceptedPN
 	p.rdFx.acceptPN, p.rdFx.acceptV = p.acceptedPN, v
 	p.inflight, p.ifV, p.ifPN, p.ifValue, p.ifIDs, p.ifTrim = true, v, p.acceptedPN, value, ids, trim
+	p.ifCarry = carry
 	p.accepted, p.selfAccepted = map[int32]bool{}, false
 	p.beginAt = now
 	p.lastBeganPN, p.lastBeganV = p.acceptedPN, v
@@ -767,7 +775,8 @@ func (p *Paxos) begin(now time.Time, value []byte, ids []ProposalID, trim bool) 
 		// A peon that may lag gets its BEGIN after the catch-up COMMITs queued before it.
 		// So does a peon with an earlier message in this batch (it must arrive first).
 		lc, known := p.peerLC[q]
-		p.sendBegin(now, q, known && lc == p.lc && !p.queuedFor(q))
+		atLC := known && (lc == p.lc || (carry != nil && lc+1 == p.lc))
+		p.sendBegin(now, q, atLC && !p.queuedFor(q))
 	}
 }
 
@@ -781,9 +790,13 @@ func (p *Paxos) queuedFor(q int32) bool {
 }
 
 func (p *Paxos) sendBegin(now time.Time, q int32, parallel bool) {
+	vals := map[uint64][]byte{p.ifV: p.ifValue}
+	if p.ifCarry != nil {
+		vals[p.ifV-1] = p.ifCarry
+	}
 	p.send(now, q, &minimonv1.PaxosMessage{
 		Op: minimonv1.PaxosMessage_BEGIN, Pn: p.ifPN, FirstCommitted: p.fc, LastCommitted: p.ifV - 1,
-		Values: map[uint64][]byte{p.ifV: p.ifValue}, LeaseDNanos: int64(p.cfg.Lease),
+		Values: vals, LeaseDNanos: int64(p.cfg.Lease),
 	}, parallel)
 }
 
@@ -817,12 +830,21 @@ func (p *Paxos) maybeBegin(now time.Time) bool {
 	if p.role != roleLeader || p.stopped || p.ph != phActive || p.inflight || p.applyPending {
 		return false
 	}
-	trim := p.shouldTrim()
-	if len(p.queue) == 0 && !trim {
+	val, ids, trim, ok := p.nextValue()
+	if !ok {
 		return false
 	}
+	p.begin(now, val, ids, trim, nil)
+	return true
+}
+
+// nextValue takes the queue (and a due trim) as the next value.
+func (p *Paxos) nextValue() (val []byte, ids []ProposalID, trim, ok bool) {
+	trim = p.shouldTrim()
+	if len(p.queue) == 0 && !trim {
+		return nil, nil, false, false
+	}
 	tx := &minimonv1.Transaction{}
-	var ids []ProposalID
 	for _, q := range p.queue {
 		tx.Ops = append(tx.Ops, q.ops...)
 		ids = append(ids, q.id)
@@ -838,10 +860,10 @@ func (p *Paxos) maybeBegin(now time.Time) bool {
 	val, err := proto.MarshalOptions{Deterministic: true}.Marshal(tx)
 	if err != nil { // cannot happen for a well-formed message; never panic
 		p.done(ids, 0, fmt.Errorf("paxos: encode value: %w", err))
-		return false
+		p.trimming = p.trimming && !trim
+		return nil, nil, false, false
 	}
-	p.begin(now, val, ids, trim)
-	return true
+	return val, ids, trim, true
 }
 
 func (p *Paxos) handleAccept(now time.Time, m *minimonv1.PaxosMessage) {
@@ -884,22 +906,29 @@ func (p *Paxos) maybeCommit(now time.Time) {
 	p.done(ids, v, nil)
 	p.applyPending, p.ph = true, phWriting
 	p.rdFx.commitV = v
-	ok := p.commitVersion(now, v, val)
-	// COMMIT goes out even when the value ended the epoch: the peons apply it too.
-	for _, q := range p.quorum {
-		if q == p.cfg.Rank {
-			continue
-		}
-		m := &minimonv1.PaxosMessage{
-			Op: minimonv1.PaxosMessage_COMMIT, Pn: p.ifPN, FirstCommitted: p.fc, LastCommitted: v,
-			Values: map[uint64][]byte{v: val},
-		}
-		p.send(now, q, m, false)
+	if !p.commitVersion(now, v, val) {
+		// The value ended the epoch (rule 8): the peons still apply it.
+		p.sendCommit(now, v, val)
+		return
 	}
-	if ok && p.peerLC != nil {
-		for q := range p.accepted {
-			p.peerLC[q] = v
-		}
+	for q := range p.accepted {
+		p.peerLC[q] = v
+	}
+	// Group commit without a second write on the path: the next value's accept shares the
+	// commit's transaction, and its BEGIN carries the committed value.
+	if next, ids, trim, ok := p.nextValue(); ok {
+		p.begin(now, next, ids, trim, val)
+		return
+	}
+	p.sendCommit(now, v, val)
+}
+
+func (p *Paxos) sendCommit(now time.Time, v uint64, val []byte) {
+	for _, q := range p.peers() {
+		p.send(now, q, &minimonv1.PaxosMessage{
+			Op: minimonv1.PaxosMessage_COMMIT, Pn: p.acceptedPN, FirstCommitted: p.fc, LastCommitted: v,
+			Values: map[uint64][]byte{v: val},
+		}, false)
 	}
 }
 
@@ -1065,6 +1094,13 @@ func (p *Paxos) handleBegin(now time.Time, m *minimonv1.PaxosMessage) {
 		p.bootstrap(fmt.Sprintf("BEGIN pn %d was never promised (accepted_pn %d)", m.Pn, p.acceptedPN))
 		return
 	}
+	if m.LastCommitted == p.lc+1 && m.Values[m.LastCommitted] != nil {
+		// The BEGIN carries the value it builds on (its commit shares the leader's write).
+		p.storeState(now, m.Values, m.LastCommitted)
+		if p.stopped {
+			return
+		}
+	}
 	if m.LastCommitted != p.lc {
 		// Missed a COMMIT (or a stale BEGIN): the leader catches us up after our next LEASE_ACK.
 		p.log.Debug("paxos: BEGIN for another lc ignored", "begin_lc", m.LastCommitted, "lc", p.lc)
@@ -1077,9 +1113,11 @@ func (p *Paxos) handleBegin(now time.Time, m *minimonv1.PaxosMessage) {
 		return
 	}
 	p.ph = phUpdating
-	p.persist(now, putOp(U64(v), val), putU64(KeyPendingV, v), putU64(KeyPendingPN, p.acceptedPN))
-	p.setValue(v, val)
-	p.pendingV, p.pendingPN = v, p.acceptedPN
+	if p.pendingV != v || p.pendingPN != p.acceptedPN || !bytes.Equal(p.getValue(v), val) {
+		p.persist(now, putOp(U64(v), val), putU64(KeyPendingV, v), putU64(KeyPendingPN, p.acceptedPN))
+		p.setValue(v, val)
+		p.pendingV, p.pendingPN = v, p.acceptedPN
+	} // else a resent BEGIN: the accept is written (or queued before this ACCEPT) already
 	p.send(now, m.From, &minimonv1.PaxosMessage{
 		Op: minimonv1.PaxosMessage_ACCEPT, Pn: p.acceptedPN, FirstCommitted: p.fc, LastCommitted: p.lc,
 	}, false)

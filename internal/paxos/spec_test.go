@@ -705,3 +705,76 @@ func TestSpec5_4_ProposalNumberQuick(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Rule 5 / difference 6: with proposals waiting, the commit of v and the accept of v+1 are one
+// store transaction, and BEGIN v+1 carries v so a peon commits and accepts in one write.
+func TestRule5_CommitAndNextAcceptShareOneWrite(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.elect(0, 0, 1, 2)
+	c.propose(kvPut("a", "1"))
+	c.process(0)
+	c.propose(kvPut("b", "2")) // rides the next value
+	c.deliverWhere(isOp(minimonv1.PaxosMessage_BEGIN))
+	c.holdAdv = true
+	c.deliverWhere(isOp(minimonv1.PaxosMessage_ACCEPT))
+	rd := c.nodes[0].lastRd
+	keys := map[string]bool{}
+	for _, op := range rd.Persist.GetOps() {
+		if op.Bucket == Bucket {
+			keys[string(op.Key)] = true
+		}
+	}
+	if !keys[KeyLastCommitted] || !keys[KeyPendingV] {
+		t.Fatalf("commit of 1 and accept of 2 not in one transaction: %v", keys)
+	}
+	for _, m := range rd.Messages {
+		if m.Op == minimonv1.PaxosMessage_COMMIT {
+			t.Fatal("separate COMMIT sent although BEGIN carries the value")
+		}
+	}
+	if len(rd.Parallel) != 2 {
+		t.Fatalf("BEGIN 2 not sent in parallel: %v", rd.Parallel)
+	}
+	for _, m := range rd.Parallel {
+		if m.Op != minimonv1.PaxosMessage_BEGIN || m.LastCommitted != 1 || m.Values[1] == nil || m.Values[2] == nil {
+			t.Fatalf("BEGIN = %v", m)
+		}
+	}
+	c.holdAdv = false
+	c.nodes[0].p.Advance(c.now, rd)
+	c.stabilize()
+	for _, r := range c.members {
+		if c.nodes[r].p.LastCommitted() != 2 || c.get(r, "kv", "b") != "2" || c.get(r, "kv", "a") != "1" {
+			t.Fatalf("node %d: %v", r, c)
+		}
+	}
+	c.checkAgreement()
+}
+
+// A resent BEGIN for a value already accepted is answered without a second write.
+func TestRule5_ResentBeginNoSecondWrite(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	c.elect(0, 0, 1, 2)
+	c.propose(kvPut("a", "1"))
+	c.process(0)
+	var begin *minimonv1.PaxosMessage
+	for _, m := range c.queue {
+		if m.Op == minimonv1.PaxosMessage_BEGIN && m.To == 1 {
+			begin = m
+		}
+	}
+	p1 := c.nodes[1].p
+	p1.Step(c.now, begin)
+	rd := p1.Ready()
+	if rd.Persist == nil {
+		t.Fatal("first BEGIN not persisted")
+	}
+	p1.Advance(c.now, rd)
+	again := proto.Clone(begin).(*minimonv1.PaxosMessage)
+	again.Seq += 10
+	p1.Step(c.now, again)
+	rd = p1.Ready()
+	if rd.Persist != nil || len(rd.Messages) != 1 || rd.Messages[0].Op != minimonv1.PaxosMessage_ACCEPT {
+		t.Fatalf("resent BEGIN: %+v", rd)
+	}
+}
