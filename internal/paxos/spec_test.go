@@ -769,6 +769,9 @@ func TestRule5_ResentBeginNoSecondWrite(t *testing.T) {
 	if rd.Persist == nil {
 		t.Fatal("first BEGIN not persisted")
 	}
+	if err := c.nodes[1].st.Apply(rd.Persist); err != nil {
+		t.Fatal(err)
+	}
 	p1.Advance(c.now, rd)
 	again := proto.Clone(begin).(*minimonv1.PaxosMessage)
 	again.Seq += 10
