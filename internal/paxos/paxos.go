@@ -127,21 +127,26 @@ type Paxos struct {
 	// leader
 	releaseAt    time.Time
 	collectStart time.Time
-	collectDone  bool
-	promised     map[int32]bool
-	selfPromised bool
-	peerLC       map[int32]uint64 // lc a peon last reported (or will have once our COMMIT lands)
-	sharedTo     map[int32]uint64 // lc up to which catch-up was sent at collect
-	uncV, uncPN  uint64
-	uncValue     []byte
-	rounds       []*leaseRound
-	nextRound    uint64
-	leaderEnd    time.Time
-	lastMajority time.Time
-	nextRenew    time.Time
-	grantsOpen   bool // the first round after release has been sent
-	lastMsg      map[int32]*peerMsg
-	bound        map[int32]time.Time
+	// collectRound and collectResend let the leader repeat COLLECT to members that have not
+	// promised yet: a COLLECT that overtook the VICTORY, or was lost on a reconnect, would
+	// otherwise cost a whole collect timeout and an election.
+	collectRound  uint64
+	collectResend time.Time
+	collectDone   bool
+	promised      map[int32]bool
+	selfPromised  bool
+	peerLC        map[int32]uint64 // lc a peon last reported (or will have once our COMMIT lands)
+	sharedTo      map[int32]uint64 // lc up to which catch-up was sent at collect
+	uncV, uncPN   uint64
+	uncValue      []byte
+	rounds        []*leaseRound
+	nextRound     uint64
+	leaderEnd     time.Time
+	lastMajority  time.Time
+	nextRenew     time.Time
+	grantsOpen    bool // the first round after release has been sent
+	lastMsg       map[int32]*peerMsg
+	bound         map[int32]time.Time
 
 	inflight     bool
 	ifV, ifPN    uint64
@@ -654,13 +659,20 @@ func (p *Paxos) collect(now time.Time, oldPN uint64) {
 	p.persist(now, putU64(KeyLastPN, p.lastPN), putU64(KeyAcceptedPN, pn))
 	p.rdFx.selfPromisePN = pn
 	p.collectStart = now
-	k := p.newRound(now)
-	for _, q := range p.peers() {
+	p.collectRound = p.newRound(now)
+	p.sendCollect(now, p.peers())
+}
+
+// sendCollect sends (or repeats) the current COLLECT to the given members. A repeat keeps the
+// pn and lease round: a peon answers it like the first (its promise is already durable).
+func (p *Paxos) sendCollect(now time.Time, to []int32) {
+	for _, q := range to {
 		p.send(now, q, &minimonv1.PaxosMessage{
-			Op: minimonv1.PaxosMessage_COLLECT, Pn: pn, FirstCommitted: p.fc, LastCommitted: p.lc,
-			Round: k, LeaseDNanos: int64(p.cfg.Lease),
+			Op: minimonv1.PaxosMessage_COLLECT, Pn: p.acceptedPN, FirstCommitted: p.fc, LastCommitted: p.lc,
+			Round: p.collectRound, LeaseDNanos: int64(p.cfg.Lease),
 		}, false)
 	}
+	p.collectResend = now.Add(p.cfg.RenewInterval)
 }
 
 func (p *Paxos) handleLast(now time.Time, m *minimonv1.PaxosMessage) {
@@ -1223,6 +1235,15 @@ func (p *Paxos) Tick(now time.Time) {
 		if now.Sub(p.collectStart) >= p.cfg.AcceptTimeout {
 			p.bootstrap("collect timeout")
 			return
+		}
+		if !now.Before(p.collectResend) {
+			var silent []int32
+			for _, q := range p.peers() {
+				if !p.promised[q] {
+					silent = append(silent, q)
+				}
+			}
+			p.sendCollect(now, silent)
 		}
 	case p.inflight:
 		start := p.beginAt

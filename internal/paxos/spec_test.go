@@ -781,3 +781,37 @@ func TestRule5_ResentBeginNoSecondWrite(t *testing.T) {
 		t.Fatalf("resent BEGIN: %+v", rd)
 	}
 }
+
+// A COLLECT that is lost (or overtakes the VICTORY and is dropped by a member not yet in the
+// epoch) is repeated every renew interval to the members that have not promised, so the epoch
+// completes long before the collect timeout, without an election.
+func TestSpec5_6_LostCollectRepeated(t *testing.T) {
+	c := newCluster(t, 3, nil)
+	lost := 0
+	c.dropIf = func(m *minimonv1.PaxosMessage) bool {
+		if m.Op == minimonv1.PaxosMessage_COLLECT && m.To == 2 && lost < 2 {
+			lost++
+			return true
+		}
+		return false
+	}
+	c.elect(0, 0, 1, 2)
+	if lost != 1 || c.leaderP().promised[2] {
+		t.Fatalf("COLLECT to 2 not lost (lost %d)", lost)
+	}
+	c.run(3*c.cfg(0).RenewInterval, 10*ms)
+	if lost != 2 {
+		t.Fatalf("COLLECT repeated %d times within 3 renew intervals, want a second copy", lost-1)
+	}
+	if !c.leaderP().promised[2] || c.leaderP().ph == phRecovering {
+		t.Fatalf("collect did not complete after the repeats: %v", c)
+	}
+	if len(c.nodes[0].bootstrap) != 0 {
+		t.Fatal("the leader bootstrapped")
+	}
+	c.propose(kvPut("a", "1"))
+	c.stabilize()
+	if c.get(2, "kv", "a") != "1" {
+		t.Fatalf("peon 2 did not commit: %v", c)
+	}
+}

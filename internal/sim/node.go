@@ -528,7 +528,7 @@ func (n *Node) clientRequest(op *clientOp) {
 	now := n.LocalNow()
 	switch op.in.Kind {
 	case OpGet:
-		if !n.px.Readable(now) || (!n.w.cfg.NoReadGuard && n.commitWriteInFlight()) {
+		if !n.px.Readable(now) {
 			op.c.reply(op, OpOutput{}, false)
 			return
 		}
@@ -562,27 +562,6 @@ func (n *Node) complete(r paxos.Result) {
 	// Any error after Propose accepted the value (ErrStepDown or other) leaves the outcome
 	// unknown: the value may have reached a peon and commit later.
 	op.c.reply(op, OpOutput{Unknown: true}, false)
-}
-
-// commitWriteInFlight reports whether a store write that commits a version is still in flight:
-// paxos has already moved its in-memory last_committed, the store has not (see
-// Config.NoReadGuard).
-func (n *Node) commitWriteInFlight() bool {
-	for _, wr := range n.writes {
-		if txPutsKey(wr.tx, paxos.Bucket, paxos.KeyLastCommitted) {
-			return true
-		}
-	}
-	return false
-}
-
-func txPutsKey(tx *minimonv1.Transaction, bucket, key string) bool {
-	for _, op := range tx.GetOps() {
-		if op.GetKind() == minimonv1.StoreOp_PUT && op.GetBucket() == bucket && string(op.GetKey()) == key {
-			return true
-		}
-	}
-	return false
 }
 
 // failProposals answers every pending proposal as unknown, in proposal order (map order would

@@ -13,8 +13,6 @@ type RandomOptions struct {
 	Chaos    time.Duration // virtual time with faults
 	Liveness time.Duration // bound after the heal for a leader plus a committed proposal
 	Trace    bool
-	// NoReadGuard: see Config.NoReadGuard.
-	NoReadGuard bool
 }
 
 // DefaultRandomOptions: 20 s of chaos, 10 s liveness bound.
@@ -56,7 +54,6 @@ func RandomRun(seed uint64, opt RandomOptions) *RunResult {
 		cfg.N = 5
 	}
 	cfg.Trace = opt.Trace
-	cfg.NoReadGuard = opt.NoReadGuard
 	res := &RunResult{Seed: seed, N: cfg.N}
 	w, err := NewWorld(cfg)
 	if err != nil {

@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"os"
 	"testing"
 	"time"
 
@@ -12,20 +11,6 @@ import (
 // Scripted cases: one per hole closed by the rules of design.md 4a (the list at the end of that
 // section). Each injects exactly its fault, checks what the case is about, then runs the safety
 // checkers and porcupine over the whole history.
-
-// Known bugs of the first paxos version, found by this simulator and reported; the affected
-// cases skip unless SIM_KNOWN_BUGS=1 (then they fail until paxos is fixed).
-const bugBeginBeforeCommit = "paxos sends BEGIN v+1 in Ready.Parallel and COMMIT v in Ready.Messages of " +
-	"the same Ready; the shell must send Parallel first, so the peon handles BEGIN v+1 first (ignored: lc " +
-	"mismatch) and then drops COMMIT v as a stale seq (rule 1 filter); it never accepts v+1, the leader " +
-	"hits its accept timeout and steps down whenever a quorum member is missing"
-
-func knownBug(t *testing.T, why string) {
-	t.Helper()
-	if os.Getenv("SIM_KNOWN_BUGS") == "" {
-		t.Skip("known paxos bug (reported): " + why + "; SIM_KNOWN_BUGS=1 runs it")
-	}
-}
 
 func newTestWorld(t *testing.T, cfg Config) *World {
 	t.Helper()
@@ -146,7 +131,14 @@ func peonOf(w *World, leader int) int {
 	return (leader + 1) % w.cfg.N
 }
 
-func txPuts(tx *minimonv1.Transaction, bucket, key string) bool { return txPutsKey(tx, bucket, key) }
+func txPuts(tx *minimonv1.Transaction, bucket, key string) bool {
+	for _, op := range tx.GetOps() {
+		if op.GetKind() == minimonv1.StoreOp_PUT && op.GetBucket() == bucket && string(op.GetKey()) == key {
+			return true
+		}
+	}
+	return false
+}
 
 func isAcceptWrite(tx *minimonv1.Transaction) bool {
 	return txPuts(tx, paxos.Bucket, paxos.KeyPendingV)
@@ -235,7 +227,6 @@ func TestLeaseAckDelayedDuplicated(t *testing.T) {
 // Crash-restart of the only member in both the old and the new majority, then a fast election
 // on the new majority: nothing committed may be lost.
 func TestCrashRestartOnlyCommonMember(t *testing.T) {
-	knownBug(t, bugBeginBeforeCommit)
 	c := cfg3(103)
 	w := newTestWorld(t, c)
 	l := stable(t, w, 5*time.Second)
@@ -263,7 +254,6 @@ func TestCrashRestartOnlyCommonMember(t *testing.T) {
 // An admission election right after a partition heals: the returning member joins through the
 // leader's election and the others never serve stale reads.
 func TestAdmissionAfterPartition(t *testing.T) {
-	knownBug(t, bugBeginBeforeCommit)
 	w := newTestWorld(t, cfg3(104))
 	l := stable(t, w, 5*time.Second)
 	out := peonOf(w, l)
@@ -483,7 +473,6 @@ func TestMixedLeaseLengths(t *testing.T) {
 // A 5-member map with a 3-member quorum: commits need all three, losing one stops writes until a
 // fourth comes back.
 func TestFiveMembersThreeQuorum(t *testing.T) {
-	knownBug(t, bugBeginBeforeCommit)
 	c := DefaultConfig(111, 5)
 	c.Trace = true
 	w := newTestWorld(t, c)
@@ -585,17 +574,12 @@ func TestPeonAcksLeaseFastAcceptsSlowly(t *testing.T) {
 }
 
 // A peon must not serve a read while its commit write is in flight: paxos has moved its
-// last_committed in memory, the store still holds the old value. Found by seed 3 (before a map-order fix; now seed 14) (3 monitors,
+// last_committed in memory, the store still holds the old value (paxos now answers Readable
+// false until the commit write is advanced). Found by seed 3 (before a map-order fix; now seed 14) (3 monitors,
 // no fault needed at t=2.28s): peon 2 got COMMIT v13 at 2.2773, served get(k2) -> "c0-5" @v13
 // at ~2.280 although put(k2, "c0-7") @v13 had been acknowledged at 2.2777.
 func TestPeonReadDuringCommitWrite(t *testing.T) {
-	opt := DefaultRandomOptions()
-	opt.NoReadGuard = true
-	res := RandomRun(14, opt)
-	if res.Err != nil {
-		if os.Getenv("SIM_KNOWN_BUGS") == "" {
-			t.Skipf("known paxos bug (reported): %v; set SIM_KNOWN_BUGS=1 to fail", res.Err)
-		}
+	if res := RandomRun(14, DefaultRandomOptions()); res.Err != nil {
 		t.Fatal(res.Err)
 	}
 }

@@ -37,7 +37,6 @@ func TestRandomSeeds(t *testing.T) {
 			break
 		}
 		opt := DefaultRandomOptions()
-		opt.NoReadGuard = os.Getenv("SIM_NO_READ_GUARD") != "" // exposes the known peon-read bug
 		res := RandomRun(seed, opt)
 		ran++
 		if res.Err != nil {

@@ -45,12 +45,6 @@ type Config struct {
 	// so any two clocks differ in rate by at most ClockRateError).
 	Skew []float64
 
-	// NoReadGuard turns off the shell's guard that refuses reads while a commit write is in
-	// flight. paxos (first version) moves a peon's last_committed in memory when it issues the
-	// commit write and Readable stays true until the write lands, so without the guard a peon
-	// serves the old value under the new version (TestPeonReadDuringCommitWrite).
-	NoReadGuard bool
-
 	// Trace keeps a text trace of the run (World.Trace).
 	Trace bool
 }
