@@ -143,6 +143,6 @@ func encValue(b *bytes.Buffer, fd protoreflect.FieldDescriptor, v protoreflect.V
 func encString(b *bytes.Buffer, s string) {
 	enc := json.NewEncoder(b)
 	enc.SetEscapeHTML(false)
-	_ = enc.Encode(s) // a string always encodes
+	_ = enc.Encode(s)       // a string always encodes
 	b.Truncate(b.Len() - 1) // Encode's newline
 }
