@@ -58,7 +58,7 @@ func errorf(kind error, format string, args ...any) error {
 }
 
 // GRPCCode maps a command error to its gRPC code: InvalidArgument, NotFound, AlreadyExists,
-// OutOfRange (too big; EFBIG), Internal for anything else, OK for nil.
+// ResourceExhausted (too big; EFBIG), Internal for anything else, OK for nil.
 func GRPCCode(err error) codes.Code {
 	switch {
 	case err == nil:
@@ -70,7 +70,7 @@ func GRPCCode(err error) codes.Code {
 	case errors.Is(err, ErrExists):
 		return codes.AlreadyExists
 	case errors.Is(err, ErrTooBig):
-		return codes.OutOfRange
+		return codes.ResourceExhausted
 	default:
 		return codes.Internal
 	}
