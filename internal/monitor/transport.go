@@ -393,10 +393,12 @@ func (t *Transport) deliver(env *minimonv1.PeerEnvelope) {
 		t.stats.droppedInvalid.Add(1)
 		return
 	}
+	// Count before the hand-off: whoever takes the envelope from the inbox must see it counted.
+	t.stats.received.Add(1)
 	select {
 	case t.inbox <- env:
-		t.stats.received.Add(1)
 	default:
+		t.stats.received.Add(^uint64(0))
 		t.stats.droppedInboxFull.Add(1)
 	}
 }
