@@ -2,34 +2,31 @@ package sim
 
 import (
 	"encoding/binary"
-	"fmt"
 	"math/rand/v2"
-	"slices"
 	"time"
 
 	minimonv1 "github.com/minimon/minimon/api/proto/minimon/v1"
 	"github.com/minimon/minimon/internal/election"
 	"github.com/minimon/minimon/internal/kvstore"
+	"github.com/minimon/minimon/internal/node"
 	"github.com/minimon/minimon/internal/paxos"
 )
 
-// Role is a node's monitor state.
-type Role int
+// Role is a node's monitor state (node.Role; Down while crashed).
+type Role = node.Role
 
-// Roles (ceph-mon-spec.md 1.1, without synchronizing: a full sync is instantaneous here).
+// Roles.
 const (
-	Down Role = iota
-	Probing
-	Electing
-	Leader
-	Peon
+	Down          = node.Down
+	Probing       = node.Probing
+	Synchronizing = node.Synchronizing
+	Electing      = node.Electing
+	Leader        = node.Leader
+	Peon          = node.Peon
 )
 
-func (r Role) String() string {
-	return [...]string{"down", "probing", "electing", "leader", "peon"}[r]
-}
-
-// Node is one simulated monitor: the store survives crashes, everything else is memory.
+// Node is one simulated monitor: the store survives crashes, everything else is memory. The
+// protocol logic is internal/node's, the daemon's own; this wrapper is its Env on virtual time.
 type Node struct {
 	w     *World
 	idx   int
@@ -43,27 +40,11 @@ type Node struct {
 	pausedTick *event
 	inc        uint64
 
-	px   *paxos.Paxos
-	el   *election.Elector
-	role Role
+	nd *node.Node
 
-	epoch  uint64
-	leader int32
-	quorum []int32
-
-	pxBusy, elBusy bool
-	writes         []*write // in flight, in issue order
-	lastWriteAt    time.Duration
-
-	proposals map[paxos.ProposalID]*clientOp
-	nextProbe time.Duration // virtual
-	lastAdmit time.Duration // virtual, -inf at start
-	syncs     int
-
-	// deferred holds paxos messages that arrived while an election Ready (its epoch write) was
-	// in flight: the outcome that makes them acceptable is acted on only after that write, so
-	// they wait for it, as in Ceph where the epoch write blocks the event loop.
-	deferred []*Msg
+	writes      []*write // in flight, in issue order
+	lastWriteAt time.Duration
+	syncs       int
 
 	// crashAtWrite, if set, crashes the node while its next store write is in flight.
 	crashAtWrite func()
@@ -96,14 +77,29 @@ func (n *Node) Role() Role {
 	if !n.up {
 		return Down
 	}
-	return n.role
+	return n.nd.Role()
 }
 
 // Epoch is the election epoch of the node's current quorum.
-func (n *Node) Epoch() uint64 { return n.epoch }
+func (n *Node) Epoch() uint64 { return n.epoch() }
 
 // Paxos exposes the node's paxos instance (nil while down).
-func (n *Node) Paxos() *paxos.Paxos { return n.px }
+func (n *Node) Paxos() *paxos.Paxos {
+	if !n.up {
+		return nil
+	}
+	return n.nd.Paxos()
+}
+
+// Core is the node's protocol logic (internal/node), nil before the first start.
+func (n *Node) Core() *node.Node { return n.nd }
+
+// Inspection helpers for the tests (the last incarnation's state also while down).
+func (n *Node) px() *paxos.Paxos      { return n.nd.Paxos() }
+func (n *Node) el() *election.Elector { return n.nd.Elector() }
+func (n *Node) epoch() uint64         { return n.nd.Status().Epoch }
+func (n *Node) leader() int32         { return n.nd.Status().Leader }
+func (n *Node) quorum() []int32       { return n.nd.Status().Quorum }
 
 // Store exposes the node's store.
 func (n *Node) Store() *kvstore.Mem { return n.store }
@@ -151,7 +147,7 @@ func PaxosConfig(cfg Config, idx int, members []int32, incarnation uint64) paxos
 	}
 }
 
-// start builds the cores from the store (first start and every restart).
+// start builds the protocol logic from the store (first start and every restart).
 func (n *Node) start() error {
 	w := n.w
 	n.inc++
@@ -160,38 +156,46 @@ func (n *Node) start() error {
 	if err != nil {
 		return err
 	}
-	pcfg := PaxosConfig(w.cfg, n.idx, n.members(), w.rng.Uint64()|1)
-	if err := pcfg.Validate(); err != nil {
-		return fmt.Errorf("paxos config: %w", err)
+	cfg := node.Config{
+		Rank: n.rank, Members: n.members(), MonmapEpoch: 1,
+		Paxos: PaxosConfig(w.cfg, n.idx, n.members(), w.rng.Uint64()|1),
+		Election: election.Config{
+			ElectionTimeout: w.cfg.ElectionTimeout,
+			LeaseAckTimeout: w.cfg.LeaseAckTimeout, RenewInterval: w.cfg.RenewInterval,
+			ClockRateError: w.cfg.ClockRateError,
+			Rand:           rand.New(rand.NewPCG(w.rng.Uint64(), w.rng.Uint64())),
+		},
+		ProbeTimeout:   w.cfg.ProbeInterval,
+		AdmitInterval:  2 * w.cfg.ElectionTimeout,
+		NewIncarnation: func() uint64 { return w.rng.Uint64() | 1 },
+		Clock:          n.LocalNow,
 	}
-	px, err := paxos.New(pcfg, n.store, now, stored < 2)
+	nd, err := node.New(cfg, storeRef{n}, simEnv{n}, now)
 	if err != nil {
 		return err
 	}
-	el, err := election.New(election.Config{
-		Rank: n.rank, Members: n.members(), ElectionTimeout: w.cfg.ElectionTimeout,
-		LeaseAckTimeout: w.cfg.LeaseAckTimeout, RenewInterval: w.cfg.RenewInterval,
-		ClockRateError: w.cfg.ClockRateError, MonmapEpoch: 1,
-		Rand: rand.New(rand.NewPCG(w.rng.Uint64(), w.rng.Uint64())),
-	}, n.store, now)
-	if err != nil {
-		return err
-	}
-	n.px, n.el = px, el
+	idx := n.idx
+	nd.OnCommit(func(es []paxos.Entry) {
+		for _, e := range es {
+			w.Checker.Commit(idx, e.Version, e.Value)
+			w.stats.Commits++
+		}
+	})
+	nd.OnOutcome(func(o election.Outcome) {
+		w.stats.Elections++
+		w.Checker.Leader(o.Epoch, o.Leader)
+	})
+	nd.OnRoleChange(func(old, new node.Role, why string) {
+		w.tracef("node %d %v -> %v: %s", idx, old, new, why)
+	})
+	n.nd = nd
 	n.up, n.paused = true, false
-	n.role = Probing
-	n.epoch, n.leader, n.quorum = 0, -1, nil
-	n.pxBusy, n.elBusy = false, false
-	n.writes, n.lastWriteAt, n.deferred = nil, 0, nil
-	n.proposals = map[paxos.ProposalID]*clientOp{}
-	n.nextProbe = w.clk.now
-	n.lastAdmit = -time.Hour
+	n.writes, n.lastWriteAt = nil, 0
 	n.observeStore()
-	w.tracef("node %d start inc %d lc %d epoch %d", n.idx, n.inc, px.LastCommitted(), stored)
-	n.el.SetHorizon(n.px.Horizon())
+	w.tracef("node %d start inc %d lc %d epoch %d", n.idx, n.inc, nd.Paxos().LastCommitted(), stored)
 	inc := n.inc
 	w.nodeEvent(n.idx, n.localToVirtual(time.Duration(w.rng.Int64N(int64(w.cfg.Tick)))), inc, true, n.tick)
-	n.drive()
+	nd.Start(now)
 	return nil
 }
 
@@ -203,17 +207,47 @@ func (n *Node) crash() {
 		n.applyWrite(wr.tx)
 	}
 	w.tracef("crash %d (%d of %d in-flight writes survive)", n.idx, k, len(n.writes))
-	n.failProposals()
+	n.nd.Stop() // pending proposals: outcome unknown
 	n.up, n.paused = false, false
 	n.pausedQ, n.pausedTick = nil, nil
-	n.writes, n.proposals, n.deferred = nil, nil, nil
-	n.px, n.el = nil, nil
+	n.writes = nil
 	n.inc++ // pending timers and writes of the old incarnation die with it
 }
 
 func (n *Node) restart() error {
 	n.w.tracef("restart %d", n.idx)
 	return n.start()
+}
+
+// storeRef reads the node's current store, which a full sync replaces.
+type storeRef struct{ n *Node }
+
+func (s storeRef) Get(b string, k []byte) ([]byte, error) { return s.n.store.Get(b, k) }
+func (s storeRef) Apply(tx *minimonv1.Transaction) error  { return s.n.store.Apply(tx) }
+func (s storeRef) Import(c *minimonv1.ExportChunk) error  { return s.n.store.Import(c) }
+func (s storeRef) Sizes() (map[string]int64, error)       { return s.n.store.Sizes() }
+func (s storeRef) Close() error                           { return nil }
+func (s storeRef) ForEach(b string, start []byte, fn func(k, v []byte) error) error {
+	return s.n.store.ForEach(b, start, fn)
+}
+func (s storeRef) Export(b string, k []byte, maxBytes, maxKeys int) (*minimonv1.ExportChunk, error) {
+	return s.n.store.Export(b, k, maxBytes, maxKeys)
+}
+
+// simEnv is node.Env on the virtual clock and network.
+type simEnv struct{ n *Node }
+
+func (e simEnv) Persist(tx *minimonv1.Transaction, done func()) { e.n.persist(tx, done) }
+
+func (e simEnv) Send(to int32, env *minimonv1.PeerEnvelope) {
+	m := &Msg{From: e.n.rank, To: to, Paxos: env.GetPaxos(), Election: env.GetElection(), Probe: env.GetProbe()}
+	e.n.w.send(m)
+}
+
+// Sync runs the full sync as its own event (never re-entering the node from inside its call).
+func (e simEnv) Sync(from int32) {
+	n := e.n
+	n.w.nodeEvent(n.idx, 0, n.inc, false, func() { n.fullSync(int(from)) })
 }
 
 // ---- store writes ----
@@ -287,238 +321,56 @@ func (n *Node) ScanStore() {
 	}
 }
 
-// ---- the monitor glue ----
-
-func (n *Node) send(pm []*minimonv1.PaxosMessage) {
-	for _, m := range pm {
-		n.w.send(&Msg{From: n.rank, To: m.GetTo(), Paxos: m})
-	}
-}
-
-func (n *Node) sendElection(em []*minimonv1.ElectionMessage) {
-	for _, m := range em {
-		n.w.send(&Msg{From: n.rank, To: m.GetTo(), Election: m})
-	}
-}
-
-// drive executes whatever the cores ask for, until neither has anything new.
-func (n *Node) drive() {
-	for n.up {
-		progressed := false
-		if !n.elBusy && n.el.HasReady() {
-			n.electionReady()
-			progressed = true
-		}
-		if n.up && n.px.HasReady() {
-			if n.pxBusy {
-				// While a Ready is outstanding paxos hands out only a bootstrap request.
-				if rd := n.px.Ready(); rd.Bootstrap != "" {
-					n.bootstrap("paxos: " + rd.Bootstrap)
-				}
-			} else {
-				n.paxosReady()
-			}
-			progressed = true
-		}
-		if !progressed {
-			return
-		}
-	}
-}
-
-func (n *Node) paxosReady() {
-	rd := n.px.Ready()
-	n.pxBusy = true
-	n.send(rd.Parallel)
-	inc := n.inc
-	finish := func() {
-		if n.inc != inc {
-			return
-		}
-		n.send(rd.Messages)
-		for _, e := range rd.Committed {
-			n.w.Checker.Commit(n.idx, e.Version, e.Value)
-			n.w.stats.Commits++
-		}
-		for _, r := range rd.Done {
-			n.complete(r)
-		}
-		n.px.Advance(n.LocalNow(), rd)
-		n.pxBusy = false
-		n.el.SetHorizon(n.px.Horizon())
-		if rd.Bootstrap != "" {
-			n.bootstrap("paxos: " + rd.Bootstrap)
-		}
-		n.drive()
-	}
-	if rd.Persist != nil {
-		n.persist(rd.Persist, finish)
-		return
-	}
-	finish()
-}
-
-func (n *Node) electionReady() {
-	rd := n.el.Ready()
-	n.elBusy = true
-	inc := n.inc
-	finish := func() {
-		if n.inc != inc {
-			return
-		}
-		now := n.LocalNow()
-		if rd.Electing {
-			n.leaveQuorum(Electing)
-		}
-		n.sendElection(rd.Messages)
-		if o := rd.Outcome; o != nil {
-			n.w.stats.Elections++
-			n.epoch, n.leader, n.quorum = o.Epoch, o.Leader, o.Quorum
-			if o.Won {
-				n.w.Checker.Leader(o.Epoch, n.rank)
-				n.role = Leader
-				n.px.Leader(now, o.Epoch, o.Quorum, o.ReleaseAt)
-			} else {
-				n.w.Checker.Leader(o.Epoch, o.Leader)
-				n.role = Peon
-				n.px.Peon(now, o.Epoch, o.Leader, o.Quorum)
-			}
-			n.el.SetQuorum(o.Epoch, o.Leader, o.Quorum)
-			n.w.tracef("node %d %v epoch %d quorum %v", n.idx, n.role, o.Epoch, o.Quorum)
-		}
-		if len(rd.Outsiders) > 0 && n.role == Leader &&
-			n.w.clk.now-n.lastAdmit >= 2*n.w.cfg.ElectionTimeout {
-			var minEpoch uint64
-			for _, o := range rd.Outsiders {
-				minEpoch = max(minEpoch, o.Epoch)
-			}
-			n.lastAdmit = n.w.clk.now
-			n.w.tracef("node %d admits %v", n.idx, rd.Outsiders)
-			n.el.Advance(rd)
-			n.elBusy = false
-			n.el.StartElection(now, minEpoch)
-			n.replayDeferred()
-			n.drive()
-			return
-		}
-		n.el.Advance(rd)
-		n.elBusy = false
-		n.replayDeferred()
-		n.drive()
-	}
-	if rd.Persist != nil {
-		n.persist(rd.Persist, finish)
-		return
-	}
-	finish()
-}
-
-func (n *Node) replayDeferred() {
-	for len(n.deferred) > 0 && n.up && !n.elBusy {
-		m := n.deferred[0]
-		n.deferred = n.deferred[1:]
-		n.receive(m)
-	}
-}
-
-// leaveQuorum drops leader/peon: the lease goes at once (rule 3), the round is abandoned.
-func (n *Node) leaveQuorum(to Role) {
-	if n.role == Leader || n.role == Peon {
-		n.w.tracef("node %d leaves %v (epoch %d) -> %v", n.idx, n.role, n.epoch, to)
-	}
-	n.px.Restart(n.LocalNow())
-	n.role = to
-}
-
-// bootstrap goes back to probing (paxos asked, or the lease timed out).
-func (n *Node) bootstrap(why string) {
-	n.w.tracef("node %d bootstrap: %s", n.idx, why)
-	n.leaveQuorum(Probing)
-	n.el.SetQuorum(0, -1, nil)
-	n.nextProbe = n.w.clk.now
-}
+// ---- driving the protocol logic ----
 
 func (n *Node) tick() {
-	w := n.w
-	now := n.LocalNow()
-	n.px.Tick(now)
-	n.el.Tick(now)
-	if n.role != Leader && n.role != Peon && w.clk.now >= n.nextProbe {
-		n.nextProbe = w.clk.now + n.localToVirtual(w.cfg.ProbeInterval)
-		// The elector retries its pre-vote by itself; poke it only when it is idle.
-		if !n.maybeFullSync() && n.el.State() == "idle" {
-			n.el.SetLastCommitted(n.px.LastCommitted())
-			n.el.CallPreVote(now)
-		}
-	}
-	n.drive()
+	n.nd.Tick(n.LocalNow())
 	if n.up {
-		w.nodeEvent(n.idx, n.localToVirtual(w.cfg.Tick), n.inc, true, n.tick)
+		n.w.nodeEvent(n.idx, n.localToVirtual(n.w.cfg.Tick), n.inc, true, n.tick)
 	}
 }
 
 func (n *Node) receive(m *Msg) {
-	if m.Paxos != nil && n.elBusy {
-		n.deferred = append(n.deferred, m)
-		return
+	env := &minimonv1.PeerEnvelope{FromRank: m.From}
+	switch {
+	case m.Paxos != nil:
+		env.Epoch = m.Paxos.GetEpoch()
+		env.Body = &minimonv1.PeerEnvelope_Paxos{Paxos: m.Paxos}
+	case m.Election != nil:
+		env.Epoch = m.Election.GetEpoch()
+		env.Body = &minimonv1.PeerEnvelope_Election{Election: m.Election}
+	case m.Probe != nil:
+		env.Body = &minimonv1.PeerEnvelope_Probe{Probe: m.Probe}
 	}
+	n.nd.Step(n.LocalNow(), env)
+}
+
+// fullSync models Ceph's full sync, omnisciently and at once: copy the provider's store and
+// rebuild the cores on it. Promises never go back (node.PreservePromises).
+func (n *Node) fullSync(from int) {
+	w := n.w
 	now := n.LocalNow()
-	if m.Paxos != nil {
-		if (n.role == Peon) && m.From == n.leader && m.Paxos.GetEpoch() == n.epoch {
-			n.el.NoteLeaderContact(now)
-		}
-		n.px.Step(now, m.Paxos)
-	} else {
-		n.el.Step(now, m.Election)
-	}
-	n.drive()
-}
-
-// maybeFullSync models Ceph's full sync: when probing shows a reachable peer whose
-// first_committed is above our last_committed, copy its store (instantly) and restart the cores
-// on it. Promises never go back: our own accepted/last pn and election epoch are kept when
-// higher.
-func (n *Node) maybeFullSync() bool {
-	if len(n.writes) > 0 || n.pxBusy || n.elBusy {
-		return false
-	}
-	lc := n.px.LastCommitted()
-	for _, p := range n.w.nodes {
-		if p == n || !p.up || p.paused || !n.w.Connected(n.idx, p.idx) {
-			continue
-		}
-		pfc := p.storedU64(paxos.KeyFirstCommitted)
-		if pfc > 1 && lc < pfc {
-			n.fullSync(p)
-			return true
-		}
-	}
-	return false
-}
-
-func (n *Node) fullSync(p *Node) {
-	n.w.tracef("node %d full sync from %d", n.idx, p.idx)
-	old := n.store
-	ns := p.store.Clone()
-	keep := &minimonv1.Transaction{}
-	for _, k := range []struct{ b, k string }{
-		{paxos.Bucket, paxos.KeyLastPN}, {paxos.Bucket, paxos.KeyAcceptedPN}, {election.Bucket, election.KeyEpoch},
-	} {
-		mine, _ := old.Get(k.b, []byte(k.k))
-		theirs, _ := ns.Get(k.b, []byte(k.k))
-		if len(mine) == 8 && (len(theirs) != 8 || binary.BigEndian.Uint64(mine) > binary.BigEndian.Uint64(theirs)) {
-			keep.Ops = append(keep.Ops, &minimonv1.StoreOp{Kind: minimonv1.StoreOp_PUT, Bucket: k.b, Key: []byte(k.k), Value: mine})
-		}
-	}
-	if err := ns.Apply(keep); err != nil {
-		n.w.Checker.Violation("node %d sync: %v", n.idx, err)
+	p := w.nodes[from]
+	if !p.up || p.paused || !w.Connected(n.idx, p.idx) {
+		w.tracef("node %d full sync from %d failed", n.idx, from)
+		n.nd.SyncFailed(now)
 		return
 	}
-	n.failProposals()
+	w.tracef("node %d full sync from %d", n.idx, p.idx)
+	ns := p.store.Clone()
+	keep, err := node.PreservePromises(n.store, ns)
+	if err == nil {
+		err = ns.Apply(keep)
+	}
+	if err != nil {
+		w.Checker.Violation("node %d sync: %v", n.idx, err)
+		return
+	}
 	n.store = ns
 	n.syncs++
-	if err := n.start(); err != nil {
-		n.w.Checker.Violation("node %d restart after sync: %v", n.idx, err)
+	n.observeStore()
+	if err := n.nd.SyncDone(now); err != nil {
+		w.Checker.Violation("node %d rebuild after sync: %v", n.idx, err)
 	}
 }
 
@@ -528,7 +380,7 @@ func (n *Node) clientRequest(op *clientOp) {
 	now := n.LocalNow()
 	switch op.in.Kind {
 	case OpGet:
-		if !n.px.Readable(now) {
+		if !n.nd.Readable(now) {
 			op.c.reply(op, OpOutput{}, false)
 			return
 		}
@@ -537,43 +389,19 @@ func (n *Node) clientRequest(op *clientOp) {
 			op.c.reply(op, OpOutput{}, false)
 			return
 		}
-		op.c.reply(op, OpOutput{Value: string(v), Version: n.px.LastCommitted()}, true)
+		op.c.reply(op, OpOutput{Value: string(v), Version: n.nd.Paxos().LastCommitted()}, true)
 	case OpPut:
-		id, err := n.px.Propose(now, encodePut(op.in.Key, op.in.Value))
+		err := n.nd.Propose(now, encodePut(op.in.Key, op.in.Value), func(r paxos.Result) {
+			if r.Err == nil {
+				op.c.reply(op, OpOutput{Version: r.Version}, true)
+				return
+			}
+			// Any error after Propose accepted the value (ErrStepDown or other) leaves the
+			// outcome unknown: the value may have reached a peon and commit later.
+			op.c.reply(op, OpOutput{Unknown: true}, false)
+		})
 		if err != nil {
 			op.c.reply(op, OpOutput{}, false)
-			return
 		}
-		n.proposals[id] = op
-		n.drive()
-	}
-}
-
-func (n *Node) complete(r paxos.Result) {
-	op, ok := n.proposals[r.ID]
-	if !ok {
-		return
-	}
-	delete(n.proposals, r.ID)
-	if r.Err == nil {
-		op.c.reply(op, OpOutput{Version: r.Version}, true)
-		return
-	}
-	// Any error after Propose accepted the value (ErrStepDown or other) leaves the outcome
-	// unknown: the value may have reached a peon and commit later.
-	op.c.reply(op, OpOutput{Unknown: true}, false)
-}
-
-// failProposals answers every pending proposal as unknown, in proposal order (map order would
-// make the run depend on Go's map iteration).
-func (n *Node) failProposals() {
-	ids := make([]paxos.ProposalID, 0, len(n.proposals))
-	for id := range n.proposals {
-		ids = append(ids, id)
-	}
-	slices.Sort(ids)
-	for _, id := range ids {
-		op := n.proposals[id]
-		op.c.reply(op, OpOutput{Unknown: true}, false)
 	}
 }

@@ -28,7 +28,7 @@ func stable(t *testing.T, w *World, within time.Duration) int {
 	ok, err := w.RunUntilCond(w.Now()+within, func() bool {
 		leader = -1
 		for _, n := range w.nodes {
-			if n.Role() == Leader && n.px.Writeable() {
+			if n.Role() == Leader && n.px().Writeable() {
 				leader = n.idx
 			}
 		}
@@ -37,7 +37,7 @@ func stable(t *testing.T, w *World, within time.Duration) int {
 		}
 		for _, n := range w.nodes {
 			if n.up && !n.paused && w.Connected(n.idx, leader) && n.idx != leader &&
-				(n.Role() != Peon || n.epoch != w.nodes[leader].epoch) {
+				(n.Role() != Peon || n.epoch() != w.nodes[leader].epoch()) {
 				return false
 			}
 		}
@@ -242,7 +242,7 @@ func TestCrashRestartOnlyCommonMember(t *testing.T) {
 	readsEvery(w, q, "k0", 20*time.Millisecond, 3*time.Second)
 	readsEvery(w, p, "k0", 20*time.Millisecond, 3*time.Second)
 	run(t, w, 3*time.Second)
-	if got := w.nodes[q].px.LastCommitted(); got < v {
+	if got := w.nodes[q].px().LastCommitted(); got < v {
 		t.Fatalf("new majority lost version %d (node %d lc %d, roles %v)", v, q, got, w.Roles())
 	}
 	writeOK(t, w, "k0", "new-majority", 3*time.Second)
@@ -479,8 +479,8 @@ func TestFiveMembersThreeQuorum(t *testing.T) {
 	w.Crash(3)
 	w.Crash(4)
 	l := stable(t, w, 5*time.Second)
-	if q := len(w.nodes[l].quorum); q != 3 {
-		t.Fatalf("quorum %v, want 3 members", w.nodes[l].quorum)
+	if q := len(w.nodes[l].quorum()); q != 3 {
+		t.Fatalf("quorum %v, want 3 members", w.nodes[l].quorum())
 	}
 	writeOK(t, w, "k0", "three", 3*time.Second)
 	run(t, w, time.Second)
@@ -520,7 +520,7 @@ func TestLostCommitThenLease(t *testing.T) {
 		t.Fatal("no COMMIT dropped")
 	}
 	ok, err := w.RunUntilCond(w.Now()+5*time.Second, func() bool {
-		return w.nodes[p].px.LastCommitted() >= w.nodes[l].px.LastCommitted()-1
+		return w.nodes[p].px().LastCommitted() >= w.nodes[l].px().LastCommitted()-1
 	})
 	if err != nil || !ok {
 		t.Fatalf("peon never caught up: %v", err)

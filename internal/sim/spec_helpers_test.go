@@ -140,7 +140,7 @@ func isPaxosOp(op minimonv1.PaxosMessage_Op) func(m *Msg) bool {
 }
 
 // quorumIs reports whether node n is in a quorum of exactly want.
-func quorumIs(n *Node, want []int32) bool { return slices.Equal(n.quorum, want) }
+func quorumIs(n *Node, want []int32) bool { return slices.Equal(n.quorum(), want) }
 
 // specNet is the network of the spec tests: the scenario's fault hooks first (the first
 // non-zero verdict wins), then FIFO delivery per link, as the real transport gives (one gRPC

@@ -43,16 +43,16 @@ func coldStart(t *testing.T, w *World, ranks map[int]int) {
 	l := stable(t, w, 2*time.Second)
 	formed := w.Now()
 	ranks[l]++
-	e := w.nodes[l].epoch
+	e := w.nodes[l].epoch()
 	for _, n := range w.nodes {
-		if n.epoch != e || n.epoch%2 != 0 || n.leader != int32(l) {
-			t.Fatalf("node %d in epoch %d under %d; leader %d in %d (want one even epoch)", n.idx, n.epoch, n.leader, l, e)
+		if n.epoch() != e || n.epoch()%2 != 0 || n.leader() != int32(l) {
+			t.Fatalf("node %d in epoch %d under %d; leader %d in %d (want one even epoch)", n.idx, n.epoch(), n.leader(), l, e)
 		}
-		if se := storedEpoch(t, n); se != e || n.el.Epoch() != e {
-			t.Fatalf("node %d: elector epoch %d, stored %d, want %d", n.idx, n.el.Epoch(), se, e)
+		if se := storedEpoch(t, n); se != e || n.el().Epoch() != e {
+			t.Fatalf("node %d: elector epoch %d, stored %d, want %d", n.idx, n.el().Epoch(), se, e)
 		}
 		if !quorumIs(n, all3) {
-			t.Fatalf("node %d quorum %v, want %v", n.idx, n.quorum, all3)
+			t.Fatalf("node %d quorum %v, want %v", n.idx, n.quorum(), all3)
 		}
 	}
 	if len(w.Checker.leaders) == 0 {
@@ -87,7 +87,7 @@ func TestSpec9_03_KillLeader(t *testing.T) {
 	w, _ := specWorld(t, cfg3(203))
 	l := stable(t, w, 2*time.Second)
 	writeOK(t, w, "k0", "before", time.Second)
-	old := w.nodes[l].epoch
+	old := w.nodes[l].epoch()
 	killed := w.Now()
 	w.Crash(l)
 	c := w.Config()
@@ -101,11 +101,11 @@ func TestSpec9_03_KillLeader(t *testing.T) {
 	if took > bound {
 		t.Fatalf("failover took %v, want <= LT + probe + 2 ET = %v", took, bound)
 	}
-	if e := w.nodes[nl].epoch; e <= old || e%2 != 0 {
+	if e := w.nodes[nl].epoch(); e <= old || e%2 != 0 {
 		t.Fatalf("new epoch %d after %d", e, old)
 	}
 	writeOK(t, w, "k0", "after", time.Second)
-	t.Logf("leader %d killed; %d leads epoch %d after %v", l, nl, w.nodes[nl].epoch, took)
+	t.Logf("leader %d killed; %d leads epoch %d after %v", l, nl, w.nodes[nl].epoch(), took)
 	w.Restart(l)
 	stable(t, w, 3*time.Second)
 	t.Logf("after the restart of %d the leader is %d (design 4: the leader admits it)", l, leaderIdx(w))
@@ -140,7 +140,7 @@ func TestSpec9_04_OddEpochRestart(t *testing.T) {
 		return 0
 	}
 	w.Restart(victim)
-	if e := w.nodes[victim].el.Epoch(); e != odd+1 {
+	if e := w.nodes[victim].el().Epoch(); e != odd+1 {
 		t.Fatalf("restarted with stored epoch %d: elector epoch %d, want %d", odd, e, odd+1)
 	}
 	run(t, w, 50*time.Millisecond)
@@ -204,8 +204,8 @@ func TestSpec9_06_SimultaneousElections(t *testing.T) {
 				// Every member in the new quorum agrees on one leader and one even epoch.
 				l := leaderIdx(w)
 				for _, n := range w.nodes {
-					if n.epoch != w.nodes[l].epoch || n.leader != int32(l) || n.epoch%2 != 0 {
-						t.Fatalf("round %d: node %d epoch %d leader %d; leader %d epoch %d", round, n.idx, n.epoch, n.leader, l, w.nodes[l].epoch)
+					if n.epoch() != w.nodes[l].epoch() || n.leader() != int32(l) || n.epoch()%2 != 0 {
+						t.Fatalf("round %d: node %d epoch %d leader %d; leader %d epoch %d", round, n.idx, n.epoch(), n.leader(), l, w.nodes[l].epoch())
 					}
 				}
 			}
@@ -317,7 +317,7 @@ func TestSpec9_14_PeonAheadOfNewLeader(t *testing.T) {
 	rm()
 	w.Partition([]int{0, 2, 3}, []int{1, 4})
 	run(t, w, time.Second)
-	behind := w.nodes[1].px.LastCommitted()
+	behind := w.nodes[1].px().LastCommitted()
 	var last uint64
 	for k := 0; k < 4; k++ {
 		last = writeOK(t, w, "k0", fmt.Sprint("ahead", k), time.Second)
@@ -632,7 +632,7 @@ func TestSpec9_19_CrashAtEachDurableWrite(t *testing.T) {
 				w, _ := specWorld(t, c)
 				hit, armed := -1, false
 				w.PersistHook = func(n *Node, tx *minimonv1.Transaction) time.Duration {
-					if !armed || hit >= 0 || !pt.is(tx) || (pt.role != Electing && n.role != pt.role) {
+					if !armed || hit >= 0 || !pt.is(tx) || (pt.role != Electing && n.Role() != pt.role) {
 						return 0
 					}
 					hit = n.idx
@@ -787,7 +787,7 @@ func TestSpec9_21_StaleAcceptAndLast(t *testing.T) {
 		if stale == nil {
 			t.Fatal("no LAST captured")
 		}
-		epoch := w.nodes[l].epoch
+		epoch := w.nodes[l].epoch()
 		if epoch != stale.Paxos.GetEpoch() {
 			t.Fatalf("the lost LAST cost an election: epoch %d, LAST was in %d", epoch, stale.Paxos.GetEpoch())
 		}
@@ -796,7 +796,7 @@ func TestSpec9_21_StaleAcceptAndLast(t *testing.T) {
 			w.deliver(stale, 0)
 		}
 		writeOK(t, w, "k0", "after", time.Second)
-		if e := w.nodes[l].epoch; e != epoch || w.nodes[l].Role() != Leader {
+		if e := w.nodes[l].epoch(); e != epoch || w.nodes[l].Role() != Leader {
 			t.Fatalf("stale LASTs disturbed the quorum: leader %d role %v epoch %d (was %d)", l, w.nodes[l].Role(), e, epoch)
 		}
 		finish(t, w)
@@ -818,7 +818,7 @@ func TestSpec9_22_PartitionedPeonLeaseExpiry(t *testing.T) {
 	onQ := readLoop(w, q, "k0", 5*time.Millisecond, 2*time.Second)
 	run(t, w, 300*time.Millisecond)
 	cut := w.Now()
-	epoch := w.nodes[l].epoch
+	epoch := w.nodes[l].epoch()
 	elections := w.stats.Elections
 	putsBefore := w.stats.PutsOK
 	w.Isolate(p)
@@ -842,8 +842,8 @@ func TestSpec9_22_PartitionedPeonLeaseExpiry(t *testing.T) {
 	if g := onQ.maxGap(cut, end); g > c.Lease {
 		t.Fatalf("majority peon stopped serving reads for %v", g)
 	}
-	if w.nodes[l].Role() != Leader || w.nodes[l].epoch != epoch || w.stats.Elections != elections {
-		t.Fatalf("the majority re-elected (epoch %d -> %d): design 2 says it must not", epoch, w.nodes[l].epoch)
+	if w.nodes[l].Role() != Leader || w.nodes[l].epoch() != epoch || w.stats.Elections != elections {
+		t.Fatalf("the majority re-elected (epoch %d -> %d): design 2 says it must not", epoch, w.nodes[l].epoch())
 	}
 	if w.stats.PutsOK == putsBefore {
 		t.Fatal("no write committed on the majority side")
@@ -863,7 +863,7 @@ func TestSpec9_23_IsolatedLeaderNeverCommits(t *testing.T) {
 	run(t, w, 300*time.Millisecond)
 	c := w.Config()
 	w.Isolate(l)
-	lcAt := w.nodes[l].px.LastCommitted()
+	lcAt := w.nodes[l].px().LastCommitted()
 	var writes []*ScriptOp
 	for k := 0; k < 30; k++ {
 		k := k
@@ -917,7 +917,7 @@ func TestSpec9_24_MissedCommit(t *testing.T) {
 		}
 		return Verdict{}
 	})
-	epoch, elections := w.nodes[l].epoch, w.stats.Elections
+	epoch, elections := w.nodes[l].epoch(), w.stats.Elections
 	readLoop(w, p, "k0", 3*time.Millisecond, 2*time.Second)
 	var bad string
 	caught := time.Duration(-1)
@@ -926,11 +926,11 @@ func TestSpec9_24_MissedCommit(t *testing.T) {
 		if dropped == 0 || bad != "" {
 			return
 		}
-		if n.Role() != Peon || n.epoch != epoch {
-			bad = fmt.Sprintf("peon left the quorum (%v epoch %d)", n.Role(), n.epoch)
+		if n.Role() != Peon || n.epoch() != epoch {
+			bad = fmt.Sprintf("peon left the quorum (%v epoch %d)", n.Role(), n.epoch())
 		}
-		if n.px.LastCommitted() < dropped && n.px.Readable(n.LocalNow()) {
-			bad = fmt.Sprintf("peon readable at lc %d with v%d committed", n.px.LastCommitted(), dropped)
+		if n.px().LastCommitted() < dropped && n.px().Readable(n.LocalNow()) {
+			bad = fmt.Sprintf("peon readable at lc %d with v%d committed", n.px().LastCommitted(), dropped)
 		}
 		if caught < 0 && storedLC(n) >= dropped {
 			caught = w.Now()
@@ -945,7 +945,7 @@ func TestSpec9_24_MissedCommit(t *testing.T) {
 	if caught < 0 {
 		t.Fatalf("peon never caught up on v%d", dropped)
 	}
-	if w.stats.Elections != elections || w.nodes[l].epoch != epoch {
+	if w.stats.Elections != elections || w.nodes[l].epoch() != epoch {
 		t.Fatalf("an election happened (%d -> %d)", elections, w.stats.Elections)
 	}
 	okAfter := 0
@@ -1021,7 +1021,7 @@ func TestSpec9_27_SingleMon(t *testing.T) {
 	n := w.nodes[0]
 	var bad string
 	check := func() {
-		if bad == "" && n.Role() == Leader && len(n.writes) == 0 && !n.px.Readable(n.LocalNow()) {
+		if bad == "" && n.Role() == Leader && len(n.writes) == 0 && !n.px().Readable(n.LocalNow()) {
 			bad = fmt.Sprintf("single mon not readable at %v with no write in flight", w.Now())
 		}
 	}

@@ -70,12 +70,16 @@ type Msg struct {
 	From, To int32
 	Paxos    *minimonv1.PaxosMessage
 	Election *minimonv1.ElectionMessage
+	Probe    *minimonv1.ProbeMessage
 	SentAt   time.Duration // virtual send time
 }
 
 func (m *Msg) String() string {
 	if m.Paxos != nil {
 		return fmt.Sprintf("paxos %v %d->%d e%d", m.Paxos.GetOp(), m.From, m.To, m.Paxos.GetEpoch())
+	}
+	if m.Probe != nil {
+		return fmt.Sprintf("probe %v %d->%d fc%d lc%d", m.Probe.GetOp(), m.From, m.To, m.Probe.GetFirstCommitted(), m.Probe.GetLastCommitted())
 	}
 	return fmt.Sprintf("election %v %d->%d e%d", m.Election.GetOp(), m.From, m.To, m.Election.GetEpoch())
 }
@@ -451,10 +455,13 @@ func (w *World) deliver(m *Msg, lat time.Duration) {
 		w.stats.Delivered++
 		w.tracef("deliver %v", m)
 		c := &Msg{From: m.From, To: m.To, SentAt: m.SentAt}
-		if m.Paxos != nil {
+		switch {
+		case m.Paxos != nil:
 			c.Paxos = proto.Clone(m.Paxos).(*minimonv1.PaxosMessage)
-		} else {
+		case m.Election != nil:
 			c.Election = proto.Clone(m.Election).(*minimonv1.ElectionMessage)
+		case m.Probe != nil:
+			c.Probe = proto.Clone(m.Probe).(*minimonv1.ProbeMessage)
 		}
 		w.nodes[to].receive(c)
 	})
