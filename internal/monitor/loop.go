@@ -1,0 +1,339 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"go.uber.org/zap"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/protobuf/proto"
+
+	minimonv1 "github.com/minimon/minimon/api/proto/minimon/v1"
+	"github.com/minimon/minimon/internal/kvstore"
+	"github.com/minimon/minimon/internal/node"
+	"github.com/minimon/minimon/internal/paxos"
+	"github.com/minimon/minimon/internal/services"
+)
+
+// loopState is everything the event loop owns. Nothing else reads or writes it.
+type loopState struct {
+	node   *node.Node
+	writer *storeWriter
+	rank   int32
+	// monmap is the member map the node runs with: the latest committed one, or the founding
+	// map (epoch 0) until epoch 1 commits.
+	monmap *minimonv1.MonMap
+	mm     *services.Monmap
+	kv     *services.KV
+
+	inflight       int  // Persist calls whose completion the loop has not run yet
+	rebuild        bool // a committed monmap changed the members: rebuild the node once idle
+	creatingMonmap bool // the leader's CreateInitial value is in flight
+	exitErr        error
+
+	// changed wakes requests waiting for a quorum, a lease or a leader: closed (and replaced)
+	// on every tick and state change while someone holds it.
+	changed     chan struct{}
+	changedUsed bool
+
+	lastBeginPN, lastBeginLC uint64
+}
+
+// loop is the event loop: the only goroutine that touches the node and the services.
+func (m *Monitor) loop(ctx context.Context) error {
+	tick := time.NewTicker(tickInterval)
+	defer tick.Stop()
+	inbox := m.tr.Inbox()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-m.fatal:
+			m.lg.Error("store write failed; stopping", zap.Error(err))
+			return err
+		case env := <-inbox:
+			m.l.node.Step(time.Now(), env)
+		case dones := <-m.writeDone:
+			for _, d := range dones {
+				d()
+			}
+		case fn := <-m.events:
+			fn()
+		case <-tick.C:
+			m.tick(time.Now())
+		}
+		if m.l.exitErr != nil {
+			return m.l.exitErr
+		}
+		if m.l.rebuild && m.l.inflight == 0 {
+			m.rebuildNode(time.Now())
+			if m.l.exitErr != nil {
+				return m.l.exitErr
+			}
+		}
+	}
+}
+
+func (m *Monitor) tick(now time.Time) {
+	m.l.node.Tick(now)
+	m.maybeCreateMonmap(now)
+	st := m.l.node.Status()
+	m.met.electionEpoch.Set(float64(st.ElectionEpoch))
+	m.wake()
+}
+
+// wake releases every request waiting for a state change.
+func (m *Monitor) wake() {
+	if m.l.changedUsed {
+		close(m.l.changed)
+		m.l.changed = make(chan struct{})
+		m.l.changedUsed = false
+	}
+}
+
+// changedChan is closed at the next tick or state change.
+func (m *Monitor) changedChan() <-chan struct{} {
+	if m.l.changed == nil {
+		m.l.changed = make(chan struct{})
+	}
+	m.l.changedUsed = true
+	return m.l.changed
+}
+
+// nodeConfig builds the node's configuration for the member map in force.
+func (m *Monitor) nodeConfig() node.Config {
+	ranks := ranksOf(m.l.monmap)
+	// Epoch 1 also for the founding map: it is the map CreateInitial commits as epoch 1, so
+	// election acks keep counting across that commit (rule 8).
+	mmEpoch := max(m.l.monmap.GetEpoch(), 1)
+	pc := m.cfg.PaxosConfig(m.l.rank, ranks)
+	pc.Incarnation = newIncarnation()
+	pc.EndsEpoch = m.endsEpoch
+	ec := m.cfg.ElectionConfig(m.l.rank, ranks, mmEpoch)
+	ec.Rand = newRand()
+	return node.Config{
+		Rank: m.l.rank, Members: ranks, MonmapEpoch: mmEpoch,
+		Paxos: pc, Election: ec,
+		ProbeTimeout:   m.cfg.MonProbeTimeout,
+		NewIncarnation: newIncarnation,
+		Logger:         zapKV{m.lg.Named("node").Sugar()},
+	}
+}
+
+// endsEpoch is paxos Config.EndsEpoch (rule 8): a committed monmap change ends the epoch,
+// except the founding map committed as epoch 1, which changes nothing the quorum runs with.
+func (m *Monitor) endsEpoch(value []byte) bool {
+	if !services.IsMonmapChange(value) {
+		return false
+	}
+	mm := monmapIn(value)
+	if mm == nil {
+		return true
+	}
+	return !(mm.GetEpoch() <= max(m.l.monmap.GetEpoch(), 1) && sameMembers(mm, m.l.monmap))
+}
+
+// monmapIn returns the map a monmap-changing value writes (nil if it cannot tell).
+func monmapIn(value []byte) *minimonv1.MonMap {
+	tx, err := services.Decode(value)
+	if err != nil {
+		return nil
+	}
+	for _, op := range tx.GetOps() {
+		if op.GetBucket() == kvstore.BucketMonmap && op.GetKind() == minimonv1.StoreOp_PUT && len(op.GetKey()) == 8 {
+			mm := &minimonv1.MonMap{}
+			if proto.Unmarshal(op.GetValue(), mm) == nil {
+				return mm
+			}
+		}
+	}
+	return nil
+}
+
+// startNode builds the node for the member map in force and starts it probing.
+func (m *Monitor) startNode(now time.Time) error {
+	n, err := node.New(m.nodeConfig(), m.store, (*nodeEnv)(m), now)
+	if err != nil {
+		return fmt.Errorf("monitor: %w", err)
+	}
+	n.OnCommit(m.onCommit)
+	n.OnRoleChange(m.onRoleChange)
+	m.l.node = n
+	n.Start(now)
+	return nil
+}
+
+// rebuildNode restarts the protocol with the new member map once no write of the old node is
+// in flight (a new node reading the store before an old promise is durable could regress it).
+func (m *Monitor) rebuildNode(now time.Time) {
+	m.l.rebuild = false
+	mm := m.l.mm.Current()
+	if mm == nil {
+		return
+	}
+	rank := rankOf(mm, m.cfg.Name)
+	switch {
+	case rank < 0:
+		m.lg.Warn("removed from the monmap; stopping", zap.Uint64("monmap_epoch", mm.GetEpoch()))
+		m.l.exitErr = ErrRemoved
+		return
+	case rank != m.l.rank:
+		// Peers identify senders by rank and the transport stamps ours: restart (Ceph
+		// re-executes itself).
+		m.l.exitErr = fmt.Errorf("monitor: rank changed from %d to %d in monmap epoch %d; restart the monitor",
+			m.l.rank, rank, mm.GetEpoch())
+		return
+	}
+	m.lg.Info("member map changed: rebuilding", zap.Uint64("monmap_epoch", mm.GetEpoch()),
+		zap.Int("mons", len(mm.GetMons())))
+	m.l.node.Stop()
+	m.l.monmap = mm
+	m.tr.SetPeers(peersOf(mm))
+	if err := m.startNode(now); err != nil {
+		m.l.exitErr = err
+	}
+}
+
+// onCommit runs after committed values are durable: services refresh (update_from_paxos).
+func (m *Monitor) onCommit(entries []paxos.Entry) {
+	m.met.commits.Add(float64(len(entries)))
+	if err := m.l.mm.Refresh(m.store); err != nil {
+		m.lg.Error("monmap refresh failed", zap.Error(err))
+	}
+	if err := m.l.kv.Refresh(m.store); err != nil {
+		m.lg.Error("kv refresh failed", zap.Error(err))
+	}
+	if cur := m.l.mm.Current(); cur != nil && cur.GetEpoch() > m.l.monmap.GetEpoch() {
+		if cur.GetEpoch() <= 1 && sameMembers(cur, m.l.monmap) {
+			m.l.monmap = cur // the founding map, now committed: nothing to rebuild
+		} else {
+			m.l.rebuild = true
+		}
+	}
+	m.wake()
+}
+
+func (m *Monitor) onRoleChange(old, new node.Role, why string) {
+	st := m.l.node.Status()
+	m.lg.Info("role change", zap.Stringer("from", old), zap.Stringer("to", new), zap.String("why", why),
+		zap.Uint64("epoch", st.Epoch), zap.Int32("leader", st.Leader), zap.Int32s("quorum", st.Quorum),
+		zap.Uint64("first_committed", st.FirstCommitted), zap.Uint64("last_committed", st.LastCommitted))
+	in := new.InQuorum()
+	if in != m.ready.Load() {
+		m.ready.Store(in)
+		hs := healthpb.HealthCheckResponse_NOT_SERVING
+		if in {
+			hs = healthpb.HealthCheckResponse_SERVING
+		}
+		m.hs.SetServingStatus("", hs)
+		m.hs.SetServingStatus(minimonv1.Monitor_ServiceDesc.ServiceName, hs)
+		m.lg.Info("health", zap.Stringer("status", hs), zap.String("why", why))
+	}
+	if in {
+		m.met.elections.Inc()
+		m.met.quorumSize.Set(float64(len(st.Quorum)))
+	} else {
+		m.met.quorumSize.Set(0)
+	}
+	if new == node.Leader {
+		m.met.isLeader.Set(1)
+	} else {
+		m.met.isLeader.Set(0)
+	}
+	if old == node.Leader {
+		m.l.mm.Discard()
+		m.l.kv.Discard()
+	}
+	m.met.electionEpoch.Set(float64(st.ElectionEpoch))
+	m.wake()
+}
+
+// maybeCreateMonmap: the first leader of a new cluster proposes the founding map as epoch 1
+// (Ceph's create_initial, spec 6.3: the first value of a new cluster codifies the monmap).
+func (m *Monitor) maybeCreateMonmap(now time.Time) {
+	if m.l.creatingMonmap || m.l.mm.Current() != nil || m.l.node.Role() != node.Leader {
+		return
+	}
+	members := make([]services.Member, 0, len(m.l.monmap.GetMons()))
+	for _, mi := range m.l.monmap.GetMons() {
+		members = append(members, services.Member{Name: mi.GetName(), Addr: mi.GetAddr()})
+	}
+	m.l.mm.Discard()
+	upd, err := m.l.mm.CreateInitial(m.fsid, members)
+	if err != nil {
+		m.lg.Error("cannot build the initial monmap", zap.Error(err))
+		return
+	}
+	val, err := services.Encode(services.Merge(upd.Ops))
+	if err != nil {
+		m.lg.Error("cannot encode the initial monmap", zap.Error(err))
+		return
+	}
+	err = m.l.node.Propose(now, val, func(r paxos.Result) {
+		m.l.creatingMonmap = false
+		if r.Err != nil {
+			m.l.mm.Discard()
+			m.lg.Info("initial monmap not committed; will retry", zap.Error(r.Err))
+			return
+		}
+		m.lg.Info("initial monmap committed", zap.Uint64("version", r.Version))
+	})
+	if err != nil {
+		m.l.mm.Discard() // not writeable yet (recovery, rule 6 wait): the next tick retries
+		return
+	}
+	m.l.creatingMonmap = true
+}
+
+// nodeEnv is the node.Env of a Monitor (its methods run on the loop).
+type nodeEnv Monitor
+
+func (e *nodeEnv) Persist(tx *minimonv1.Transaction, done func()) {
+	m := (*Monitor)(e)
+	m.l.inflight++
+	err := m.l.writer.Persist(tx, func() {
+		m.l.inflight--
+		done()
+	})
+	if err != nil {
+		// The writer only refuses after a failed write or at shutdown; the loop is stopping.
+		m.l.inflight--
+		if !errors.Is(err, errWriterClosed) {
+			m.lg.Error("persist refused", zap.Error(err))
+		}
+	}
+}
+
+func (e *nodeEnv) Send(to int32, env *minimonv1.PeerEnvelope) {
+	m := (*Monitor)(e)
+	if pm := env.GetPaxos(); pm != nil && pm.GetOp() == minimonv1.PaxosMessage_BEGIN {
+		// One round sends BEGIN to every peon: count the round once.
+		if pm.GetPn() != m.l.lastBeginPN || pm.GetLastCommitted() != m.l.lastBeginLC {
+			m.l.lastBeginPN, m.l.lastBeginLC = pm.GetPn(), pm.GetLastCommitted()
+			m.met.begins.Inc()
+		}
+	}
+	m.tr.Send(to, env)
+}
+
+// Sync: the streaming sync requester is another issue's (sync.go); until it exists the
+// monitor reports the sync as failed, so the node keeps probing (and retries).
+func (e *nodeEnv) Sync(from int32) {
+	m := (*Monitor)(e)
+	m.lg.Warn("full sync needed but not implemented yet", zap.Int32("from", from))
+	go func() {
+		select {
+		case m.events <- func() { m.l.node.SyncFailed(time.Now()) }:
+		case <-m.loopGone:
+		}
+	}()
+}
+
+// zapKV adapts a zap SugaredLogger to the key/value Logger of paxos, election and node.
+type zapKV struct{ s *zap.SugaredLogger }
+
+func (l zapKV) Debug(msg string, kv ...any) { l.s.Debugw(msg, kv...) }
+func (l zapKV) Info(msg string, kv ...any)  { l.s.Infow(msg, kv...) }
+func (l zapKV) Warn(msg string, kv ...any)  { l.s.Warnw(msg, kv...) }

@@ -1,0 +1,490 @@
+package monitor
+
+import (
+	"context"
+	"errors"
+	"path"
+	"runtime/debug"
+	"time"
+
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	minimonv1 "github.com/minimon/minimon/api/proto/minimon/v1"
+	"github.com/minimon/minimon/internal/node"
+	"github.com/minimon/minimon/internal/paxos"
+	"github.com/minimon/minimon/internal/services"
+)
+
+// maxWait caps how long a request waits for a quorum, a leader or a readable lease when the
+// client's deadline is longer (or absent), so a monitor out of quorum answers Unavailable and
+// the client hunts for another.
+const maxWait = 5 * time.Second
+
+// maxConcurrentStreams bounds streams per client connection.
+const maxConcurrentStreams = 1024
+
+// newGRPCServer is the one function that builds the monitor's gRPC server: peers and clients
+// on one address (Ceph's way), recovery then metrics interceptors, explicit message and
+// keepalive limits, the standard health service (NOT_SERVING out of quorum) and reflection.
+func (m *Monitor) newGRPCServer() (*grpc.Server, *health.Server) {
+	s := grpc.NewServer(
+		grpc.MaxRecvMsgSize(MaxPeerMsgSize),
+		grpc.MaxConcurrentStreams(maxConcurrentStreams),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
+		grpc.ChainUnaryInterceptor(m.recoverUnary, m.metricsUnary),
+		grpc.ChainStreamInterceptor(m.recoverStream),
+	)
+	m.tr.RegisterPeerServer(s)
+	minimonv1.RegisterMonitorServer(s, &clientServer{m: m})
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	hs.SetServingStatus(minimonv1.Monitor_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(s, hs)
+	reflection.Register(s)
+	return s, hs
+}
+
+// recoverUnary turns a handler panic into codes.Internal: one bad request must not kill the
+// monitor.
+func (m *Monitor) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			m.lg.Error("handler panic", zap.String("method", info.FullMethod), zap.Any("panic", r),
+				zap.ByteString("stack", debug.Stack()))
+			resp, err = nil, status.Errorf(codes.Internal, "internal error in %s", info.FullMethod)
+		}
+	}()
+	return h(ctx, req)
+}
+
+func (m *Monitor) recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			m.lg.Error("handler panic", zap.String("method", info.FullMethod), zap.Any("panic", r),
+				zap.ByteString("stack", debug.Stack()))
+			err = status.Errorf(codes.Internal, "internal error in %s", info.FullMethod)
+		}
+	}()
+	return h(srv, ss)
+}
+
+// metricsUnary counts client requests by method and result code.
+func (m *Monitor) metricsUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+	resp, err := h(ctx, req)
+	if path.Dir(info.FullMethod) == "/"+minimonv1.Monitor_ServiceDesc.ServiceName {
+		m.met.clientOps.WithLabelValues(path.Base(info.FullMethod), status.Code(err).String()).Inc()
+	}
+	return resp, err
+}
+
+// ---- posting work to the loop ----
+
+// onLoop runs fn on the event loop (with now read there) and waits for it.
+func (m *Monitor) onLoop(ctx context.Context, fn func(now time.Time)) error {
+	done := make(chan struct{})
+	ev := func() {
+		fn(time.Now())
+		close(done)
+	}
+	select {
+	case m.events <- ev:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-m.stopping:
+		return errStopping
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-m.loopGone:
+		return errStopping
+	}
+}
+
+// await runs try on the loop until it reports done, retrying at every tick or state change,
+// bounded by ctx.
+func (m *Monitor) await(ctx context.Context, try func(now time.Time) bool) error {
+	for {
+		var done bool
+		var wake <-chan struct{}
+		if err := m.onLoop(ctx, func(now time.Time) {
+			if done = try(now); !done {
+				wake = m.changedChan()
+			}
+		}); err != nil {
+			return err
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-m.stopping:
+			return errStopping
+		}
+	}
+}
+
+// waitCtx bounds a wait by the client's deadline and maxWait.
+func waitCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, maxWait)
+}
+
+// waitErr maps a failed wait to a gRPC status: the client gave up (Canceled), or no quorum
+// (or leader, or lease) came within the bound (Unavailable: the client may hunt elsewhere).
+func waitErr(parent context.Context, err error, what string) error {
+	switch {
+	case errors.Is(err, errStopping):
+		return status.Error(codes.Unavailable, "monitor is shutting down")
+	case errors.Is(parent.Err(), context.Canceled):
+		return status.Error(codes.Canceled, "request canceled")
+	case errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled):
+		return status.Error(codes.Unavailable, what)
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+// readLocal waits until this monitor may serve a read (rule 4: leader or peon with a valid
+// lease and nothing accepted above lc), then runs read on the loop.
+func (m *Monitor) readLocal(ctx context.Context, read func(now time.Time) error) error {
+	wctx, cancel := waitCtx(ctx)
+	defer cancel()
+	var rerr error
+	err := m.await(wctx, func(now time.Time) bool {
+		if !m.l.node.Readable(now) {
+			return false
+		}
+		rerr = read(now)
+		return true
+	})
+	if err != nil {
+		return waitErr(ctx, err, "no quorum: this monitor cannot serve reads now")
+	}
+	return toStatus(rerr)
+}
+
+// inQuorum waits until this monitor is leader or peon, then runs fn on the loop.
+func (m *Monitor) inQuorum(ctx context.Context, fn func(now time.Time, st node.Status)) error {
+	wctx, cancel := waitCtx(ctx)
+	defer cancel()
+	err := m.await(wctx, func(now time.Time) bool {
+		st := m.l.node.Status()
+		if !st.Role.InQuorum() {
+			return false
+		}
+		fn(now, st)
+		return true
+	})
+	if err != nil {
+		return waitErr(ctx, err, "no quorum")
+	}
+	return nil
+}
+
+// toStatus maps a service or store error to a gRPC status (services.GRPCCode; one table).
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	return status.Error(services.GRPCCode(err), err.Error())
+}
+
+// writeResult is a write's outcome as decided on the loop.
+type writeResult struct {
+	reply   *minimonv1.KVWriteReply
+	err     error
+	forward string            // peon: the leader's address to forward to
+	done    chan paxos.Result // leader: the proposal's completion
+	start   time.Time
+}
+
+// write runs a client write: on the leader it is validated by build (errors: nothing
+// proposed), proposed, and answered when the commit condition holds; on a peon it is forwarded
+// to the leader (unless it was itself forwarded); without a quorum or leader it waits.
+func (m *Monitor) write(ctx context.Context, method string, req, reply any, forwarded bool,
+	build func() (services.Update, error)) (*minimonv1.KVWriteReply, error) {
+	wctx, cancel := waitCtx(ctx)
+	defer cancel()
+	var res writeResult
+	err := m.await(wctx, func(now time.Time) bool {
+		st := m.l.node.Status()
+		switch {
+		case st.Role == node.Leader:
+			upd, err := build()
+			if err != nil {
+				res.err = toStatus(err)
+				return true
+			}
+			if len(upd.Ops) == 0 {
+				res.reply = &minimonv1.KVWriteReply{Message: upd.Message}
+				return true
+			}
+			val, err := services.Encode(services.Merge(upd.Ops))
+			if err != nil {
+				res.err = status.Error(codes.Internal, err.Error())
+				return true
+			}
+			ch := make(chan paxos.Result, 1)
+			if err := m.l.node.Propose(now, val, func(r paxos.Result) { ch <- r }); err != nil {
+				if errors.Is(err, paxos.ErrNotWriteable) || errors.Is(err, paxos.ErrNotLeader) {
+					return false // recovering or the epoch is not released yet: wait
+				}
+				res.err = status.Error(codes.Internal, err.Error())
+				return true
+			}
+			res.reply = &minimonv1.KVWriteReply{Message: upd.Message}
+			res.done, res.start = ch, now
+			return true
+		case st.Role == node.Peon && !forwarded:
+			for _, mi := range m.l.monmap.GetMons() {
+				if mi.GetRank() == st.Leader {
+					res.forward = mi.GetAddr()
+					return true
+				}
+			}
+			return false
+		}
+		return false
+	})
+	if err != nil {
+		return nil, waitErr(ctx, err, "no quorum: no leader to take the write")
+	}
+	switch {
+	case res.err != nil:
+		return nil, res.err
+	case res.forward != "":
+		if err := m.forward(ctx, res.forward, method, req, reply); err != nil {
+			return nil, err
+		}
+		return reply.(*minimonv1.KVWriteReply), nil
+	case res.done == nil:
+		return res.reply, nil // nothing to change
+	}
+	select {
+	case r := <-res.done:
+		if r.Err != nil {
+			return nil, status.Errorf(codes.Unavailable, "outcome unknown: %v", r.Err)
+		}
+		m.met.commitLatency.Observe(time.Since(res.start).Seconds())
+		res.reply.Version = r.Version
+		return res.reply, nil
+	case <-ctx.Done():
+		if errors.Is(ctx.Err(), context.Canceled) {
+			return nil, status.Error(codes.Canceled, "request canceled; outcome unknown")
+		}
+		return nil, status.Error(codes.DeadlineExceeded, "deadline exceeded; outcome unknown")
+	case <-m.stopping:
+		return nil, status.Error(codes.Unavailable, "monitor is shutting down; outcome unknown")
+	}
+}
+
+// forwardedKey marks a write a peon forwarded, so the receiver never forwards it again (spec
+// 6.8: peons never double-forward).
+const forwardedKey = "minimon-forwarded"
+
+// forward sends a write to the leader and relays its reply (spec 6.8). Interim: it calls the
+// leader's client service with the forwarded mark, until the Peer Forward RPC lands.
+func (m *Monitor) forward(ctx context.Context, leaderAddr, method string, req, reply any) error {
+	cc, err := m.forwardConn(leaderAddr)
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "cannot reach the leader at %s: %v", leaderAddr, err)
+	}
+	ctx = metadata.AppendToOutgoingContext(ctx, forwardedKey, "1")
+	return cc.Invoke(ctx, method, req, reply)
+}
+
+// isForwarded reports whether the request came from a peon.
+func isForwarded(ctx context.Context) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return len(md.Get(forwardedKey)) > 0
+}
+
+// forwardConn returns the cached connection to a leader address.
+func (m *Monitor) forwardConn(addr string) (*grpc.ClientConn, error) {
+	m.fwdMu.Lock()
+	defer m.fwdMu.Unlock()
+	select {
+	case <-m.stopping:
+		return nil, errStopping
+	default:
+	}
+	if cc := m.fwdConns[addr]; cc != nil {
+		return cc, nil
+	}
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxPeerMsgSize), grpc.MaxCallSendMsgSize(MaxPeerMsgSize)))
+	if err != nil {
+		return nil, err
+	}
+	m.fwdConns[addr] = cc
+	return cc, nil
+}
+
+// ---- the client service ----
+
+type clientServer struct {
+	minimonv1.UnimplementedMonitorServer
+	m *Monitor
+}
+
+func notYet(what string) error {
+	return status.Errorf(codes.Unimplemented, "%s: not implemented yet", what)
+}
+
+func (s *clientServer) MonStatus(ctx context.Context, _ *minimonv1.MonStatusRequest) (*minimonv1.MonStatusReply, error) {
+	var r *minimonv1.MonStatusReply
+	if err := s.m.onLoop(ctx, func(time.Time) { r = s.m.monStatus() }); err != nil {
+		return nil, waitErr(ctx, err, "monitor busy")
+	}
+	return r, nil
+}
+
+func (s *clientServer) Status(ctx context.Context, _ *minimonv1.StatusRequest) (*minimonv1.StatusReply, error) {
+	var r *minimonv1.StatusReply
+	err := s.m.inQuorum(ctx, func(_ time.Time, st node.Status) { r = s.m.statusReply(st) })
+	return r, err
+}
+
+func (s *clientServer) Health(ctx context.Context, _ *minimonv1.HealthRequest) (*minimonv1.HealthReply, error) {
+	var r *minimonv1.HealthReply
+	err := s.m.inQuorum(ctx, func(_ time.Time, st node.Status) { r = s.m.healthReply(st) })
+	return r, err
+}
+
+func (s *clientServer) QuorumStatus(ctx context.Context, _ *minimonv1.QuorumStatusRequest) (*minimonv1.QuorumStatusReply, error) {
+	var r *minimonv1.QuorumStatusReply
+	err := s.m.inQuorum(ctx, func(now time.Time, st node.Status) { r = s.m.quorumStatus(now, st) })
+	return r, err
+}
+
+func (s *clientServer) MonStat(ctx context.Context, _ *minimonv1.MonStatRequest) (*minimonv1.MonStatReply, error) {
+	var r *minimonv1.MonStatReply
+	err := s.m.inQuorum(ctx, func(_ time.Time, st node.Status) { r = s.m.monStat(st) })
+	return r, err
+}
+
+func (s *clientServer) MonDump(ctx context.Context, req *minimonv1.MonDumpRequest) (*minimonv1.MonDumpReply, error) {
+	var r *minimonv1.MonDumpReply
+	err := s.m.readLocal(ctx, func(time.Time) error {
+		if req.GetEpoch() == 0 {
+			r = &minimonv1.MonDumpReply{Monmap: s.m.currentMonmap()}
+			return nil
+		}
+		mm, err := s.m.l.mm.At(s.m.store, req.GetEpoch())
+		if err != nil {
+			return err
+		}
+		r = &minimonv1.MonDumpReply{Monmap: mm}
+		return nil
+	})
+	return r, err
+}
+
+func (s *clientServer) KVGet(ctx context.Context, req *minimonv1.KVGetRequest) (*minimonv1.KVGetReply, error) {
+	var r *minimonv1.KVGetReply
+	err := s.m.readLocal(ctx, func(time.Time) error {
+		v, err := s.m.l.kv.Get(s.m.store, req.GetKey())
+		r = &minimonv1.KVGetReply{Value: v}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (s *clientServer) KVExists(ctx context.Context, req *minimonv1.KVExistsRequest) (*minimonv1.KVExistsReply, error) {
+	var r *minimonv1.KVExistsReply
+	err := s.m.readLocal(ctx, func(time.Time) error {
+		ok, err := s.m.l.kv.Exists(s.m.store, req.GetKey())
+		r = &minimonv1.KVExistsReply{Exists: ok}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (s *clientServer) KVList(ctx context.Context, req *minimonv1.KVListRequest) (*minimonv1.KVListReply, error) {
+	var r *minimonv1.KVListReply
+	err := s.m.readLocal(ctx, func(time.Time) error {
+		keys, trunc, err := s.m.l.kv.List(s.m.store, req.GetPrefix(), int(req.GetLimit()))
+		r = &minimonv1.KVListReply{Keys: keys, Truncated: trunc}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (s *clientServer) KVSet(ctx context.Context, req *minimonv1.KVSetRequest) (*minimonv1.KVWriteReply, error) {
+	return s.kvSet(ctx, req, isForwarded(ctx))
+}
+
+func (s *clientServer) kvSet(ctx context.Context, req *minimonv1.KVSetRequest, forwarded bool) (*minimonv1.KVWriteReply, error) {
+	return s.m.write(ctx, minimonv1.Monitor_KVSet_FullMethodName, req, &minimonv1.KVWriteReply{}, forwarded,
+		func() (services.Update, error) { return s.m.l.kv.Set(req.GetKey(), req.GetValue()) })
+}
+
+func (s *clientServer) KVRm(ctx context.Context, req *minimonv1.KVRmRequest) (*minimonv1.KVWriteReply, error) {
+	return s.kvRm(ctx, req, isForwarded(ctx))
+}
+
+func (s *clientServer) kvRm(ctx context.Context, req *minimonv1.KVRmRequest, forwarded bool) (*minimonv1.KVWriteReply, error) {
+	return s.m.write(ctx, minimonv1.Monitor_KVRm_FullMethodName, req, &minimonv1.KVWriteReply{}, forwarded,
+		func() (services.Update, error) { return s.m.l.kv.Rm(s.m.store, req.GetKey()) })
+}
+
+func (s *clientServer) MonAdd(context.Context, *minimonv1.MonAddRequest) (*minimonv1.MonAddReply, error) {
+	return nil, notYet("mon add")
+}
+
+func (s *clientServer) MonRemove(context.Context, *minimonv1.MonRemoveRequest) (*minimonv1.MonRemoveReply, error) {
+	return nil, notYet("mon remove")
+}
+
+func (s *clientServer) ConfigSet(context.Context, *minimonv1.ConfigSetRequest) (*minimonv1.ConfigWriteReply, error) {
+	return nil, notYet("config set")
+}
+
+func (s *clientServer) ConfigRm(context.Context, *minimonv1.ConfigRmRequest) (*minimonv1.ConfigWriteReply, error) {
+	return nil, notYet("config rm")
+}
+
+func (s *clientServer) ConfigReset(context.Context, *minimonv1.ConfigResetRequest) (*minimonv1.ConfigWriteReply, error) {
+	return nil, notYet("config reset")
+}
+
+func (s *clientServer) ConfigGet(context.Context, *minimonv1.ConfigGetRequest) (*minimonv1.ConfigGetReply, error) {
+	return nil, notYet("config get")
+}
+
+func (s *clientServer) ConfigDump(context.Context, *minimonv1.ConfigDumpRequest) (*minimonv1.ConfigDumpReply, error) {
+	return nil, notYet("config dump")
+}
+
+func (s *clientServer) ConfigLog(context.Context, *minimonv1.ConfigLogRequest) (*minimonv1.ConfigLogReply, error) {
+	return nil, notYet("config log")
+}
+
+func (s *clientServer) Watch(*minimonv1.WatchRequest, grpc.ServerStreamingServer[minimonv1.WatchEvent]) error {
+	return notYet("watch")
+}
