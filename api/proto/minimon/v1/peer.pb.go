@@ -366,13 +366,420 @@ func (*SendReply) Descriptor() ([]byte, []int) {
 	return file_peer_proto_rawDescGZIP(), []int{2}
 }
 
+// Streaming store sync (ceph-mon-spec.md section 3, design.md 4.9). One call copies the store
+// in bounded chunks, then the Paxos versions committed meanwhile; a broken stream is resumed by a
+// new call from the last key (see internal/monitor/sync.go for the consistency argument).
+type SyncRequest struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Fsid        string                 `protobuf:"bytes,1,opt,name=fsid,proto3" json:"fsid,omitempty"`
+	Name        string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`                                  // requester's monitor name
+	StartBucket string                 `protobuf:"bytes,3,opt,name=start_bucket,json=startBucket,proto3" json:"start_bucket,omitempty"` // resume point of the copy: empty bucket and key = from the start
+	StartKey    []byte                 `protobuf:"bytes,4,opt,name=start_key,json=startKey,proto3" json:"start_key,omitempty"`
+	// The requester's last_committed (and the floor it persisted, spec 3.7): a provider whose
+	// last_committed is below it refuses with FailedPrecondition (it would roll state back).
+	Floor    uint64 `protobuf:"varint,5,opt,name=floor,proto3" json:"floor,omitempty"`
+	MaxBytes uint32 `protobuf:"varint,6,opt,name=max_bytes,json=maxBytes,proto3" json:"max_bytes,omitempty"` // chunk bounds; 0 = provider default; the provider caps both
+	MaxKeys  uint32 `protobuf:"varint,7,opt,name=max_keys,json=maxKeys,proto3" json:"max_keys,omitempty"`
+	// Resume of an interrupted stream: replay_from is the version the requester has replayed up
+	// to (on a first call the provider picks its own last_committed); copy_done says the whole
+	// copy is in hand, so only the versions above replay_from are wanted.
+	Resume        bool   `protobuf:"varint,8,opt,name=resume,proto3" json:"resume,omitempty"`
+	ReplayFrom    uint64 `protobuf:"varint,9,opt,name=replay_from,json=replayFrom,proto3" json:"replay_from,omitempty"`
+	CopyDone      bool   `protobuf:"varint,10,opt,name=copy_done,json=copyDone,proto3" json:"copy_done,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncRequest) Reset() {
+	*x = SyncRequest{}
+	mi := &file_peer_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncRequest) ProtoMessage() {}
+
+func (x *SyncRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_peer_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncRequest.ProtoReflect.Descriptor instead.
+func (*SyncRequest) Descriptor() ([]byte, []int) {
+	return file_peer_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *SyncRequest) GetFsid() string {
+	if x != nil {
+		return x.Fsid
+	}
+	return ""
+}
+
+func (x *SyncRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *SyncRequest) GetStartBucket() string {
+	if x != nil {
+		return x.StartBucket
+	}
+	return ""
+}
+
+func (x *SyncRequest) GetStartKey() []byte {
+	if x != nil {
+		return x.StartKey
+	}
+	return nil
+}
+
+func (x *SyncRequest) GetFloor() uint64 {
+	if x != nil {
+		return x.Floor
+	}
+	return 0
+}
+
+func (x *SyncRequest) GetMaxBytes() uint32 {
+	if x != nil {
+		return x.MaxBytes
+	}
+	return 0
+}
+
+func (x *SyncRequest) GetMaxKeys() uint32 {
+	if x != nil {
+		return x.MaxKeys
+	}
+	return 0
+}
+
+func (x *SyncRequest) GetResume() bool {
+	if x != nil {
+		return x.Resume
+	}
+	return false
+}
+
+func (x *SyncRequest) GetReplayFrom() uint64 {
+	if x != nil {
+		return x.ReplayFrom
+	}
+	return 0
+}
+
+func (x *SyncRequest) GetCopyDone() bool {
+	if x != nil {
+		return x.CopyDone
+	}
+	return false
+}
+
+// One committed Paxos version (paxos/<version>: an encoded Transaction) to replay.
+type SyncVersion struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Version       uint64                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Value         []byte                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SyncVersion) Reset() {
+	*x = SyncVersion{}
+	mi := &file_peer_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncVersion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncVersion) ProtoMessage() {}
+
+func (x *SyncVersion) ProtoReflect() protoreflect.Message {
+	mi := &file_peer_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncVersion.ProtoReflect.Descriptor instead.
+func (*SyncVersion) Descriptor() ([]byte, []int) {
+	return file_peer_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SyncVersion) GetVersion() uint64 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *SyncVersion) GetValue() []byte {
+	if x != nil {
+		return x.Value
+	}
+	return nil
+}
+
+type SyncChunk struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Copy phase: store pairs in (bucket, key) order; chunk.next_bucket/next_key is the resume
+	// point after this chunk and chunk.done ends the copy phase. Absent in catch-up chunks.
+	Chunk *ExportChunk `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	// The replay point of this stream, the same in every chunk: the provider's last_committed
+	// when the stream began (or the request's replay_from on resume). Every copied pair reflects
+	// a version at or above it; the versions above it follow the copy.
+	LastCommitted  uint64 `protobuf:"varint,2,opt,name=last_committed,json=lastCommitted,proto3" json:"last_committed,omitempty"`
+	FirstCommitted uint64 `protobuf:"varint,3,opt,name=first_committed,json=firstCommitted,proto3" json:"first_committed,omitempty"` // the provider's first_committed when the stream began
+	Last           bool   `protobuf:"varint,4,opt,name=last,proto3" json:"last,omitempty"`                                           // final chunk: the store equals the provider's at end_last_committed
+	// Catch-up phase: consecutive committed versions from last_committed+1 on.
+	Versions []*SyncVersion `protobuf:"bytes,5,rep,name=versions,proto3" json:"versions,omitempty"`
+	// Only in the last chunk, read in one snapshot after the copy: the provider's
+	// first_committed/last_committed the finished store equals.
+	EndFirstCommitted uint64 `protobuf:"varint,6,opt,name=end_first_committed,json=endFirstCommitted,proto3" json:"end_first_committed,omitempty"`
+	EndLastCommitted  uint64 `protobuf:"varint,7,opt,name=end_last_committed,json=endLastCommitted,proto3" json:"end_last_committed,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *SyncChunk) Reset() {
+	*x = SyncChunk{}
+	mi := &file_peer_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SyncChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SyncChunk) ProtoMessage() {}
+
+func (x *SyncChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_peer_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SyncChunk.ProtoReflect.Descriptor instead.
+func (*SyncChunk) Descriptor() ([]byte, []int) {
+	return file_peer_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *SyncChunk) GetChunk() *ExportChunk {
+	if x != nil {
+		return x.Chunk
+	}
+	return nil
+}
+
+func (x *SyncChunk) GetLastCommitted() uint64 {
+	if x != nil {
+		return x.LastCommitted
+	}
+	return 0
+}
+
+func (x *SyncChunk) GetFirstCommitted() uint64 {
+	if x != nil {
+		return x.FirstCommitted
+	}
+	return 0
+}
+
+func (x *SyncChunk) GetLast() bool {
+	if x != nil {
+		return x.Last
+	}
+	return false
+}
+
+func (x *SyncChunk) GetVersions() []*SyncVersion {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+func (x *SyncChunk) GetEndFirstCommitted() uint64 {
+	if x != nil {
+		return x.EndFirstCommitted
+	}
+	return 0
+}
+
+func (x *SyncChunk) GetEndLastCommitted() uint64 {
+	if x != nil {
+		return x.EndLastCommitted
+	}
+	return 0
+}
+
+// Write forwarding peon -> leader (spec 6.8). Generic: the leader runs the client service's
+// handler for `method` on the marshaled request, so any client write forwards the same way.
+type ForwardRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Fsid          string                 `protobuf:"bytes,1,opt,name=fsid,proto3" json:"fsid,omitempty"`
+	FromName      string                 `protobuf:"bytes,2,opt,name=from_name,json=fromName,proto3" json:"from_name,omitempty"`
+	Method        string                 `protobuf:"bytes,3,opt,name=method,proto3" json:"method,omitempty"`   // full gRPC method name, e.g. "/minimon.v1.Monitor/KVSet"
+	Request       []byte                 `protobuf:"bytes,4,opt,name=request,proto3" json:"request,omitempty"` // the marshaled request message
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardRequest) Reset() {
+	*x = ForwardRequest{}
+	mi := &file_peer_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardRequest) ProtoMessage() {}
+
+func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_peer_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
+func (*ForwardRequest) Descriptor() ([]byte, []int) {
+	return file_peer_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ForwardRequest) GetFsid() string {
+	if x != nil {
+		return x.Fsid
+	}
+	return ""
+}
+
+func (x *ForwardRequest) GetFromName() string {
+	if x != nil {
+		return x.FromName
+	}
+	return ""
+}
+
+func (x *ForwardRequest) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *ForwardRequest) GetRequest() []byte {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+type ForwardReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Reply         []byte                 `protobuf:"bytes,1,opt,name=reply,proto3" json:"reply,omitempty"`     // the marshaled reply message when code is 0 (OK)
+	Code          int32                  `protobuf:"varint,2,opt,name=code,proto3" json:"code,omitempty"`      // gRPC status code of the call at the leader
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"` // its status message
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardReply) Reset() {
+	*x = ForwardReply{}
+	mi := &file_peer_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardReply) ProtoMessage() {}
+
+func (x *ForwardReply) ProtoReflect() protoreflect.Message {
+	mi := &file_peer_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardReply.ProtoReflect.Descriptor instead.
+func (*ForwardReply) Descriptor() ([]byte, []int) {
+	return file_peer_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ForwardReply) GetReply() []byte {
+	if x != nil {
+		return x.Reply
+	}
+	return nil
+}
+
+func (x *ForwardReply) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *ForwardReply) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_peer_proto protoreflect.FileDescriptor
 
 const file_peer_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
 	"peer.proto\x12\n" +
-	"minimon.v1\x1a\vpaxos.proto\x1a\x0eelection.proto\"\x90\x03\n" +
+	"minimon.v1\x1a\vpaxos.proto\x1a\x0eelection.proto\x1a\vstore.proto\"\x90\x03\n" +
 	"\fProbeMessage\x12+\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x1b.minimon.v1.ProbeMessage.OpR\x02op\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -401,9 +808,44 @@ const file_peer_proto_rawDesc = "" +
 	"\belection\x18\v \x01(\v2\x1b.minimon.v1.ElectionMessageH\x00R\belection\x120\n" +
 	"\x05probe\x18\f \x01(\v2\x18.minimon.v1.ProbeMessageH\x00R\x05probeB\x06\n" +
 	"\x04body\"\v\n" +
-	"\tSendReply2A\n" +
+	"\tSendReply\"\x99\x02\n" +
+	"\vSyncRequest\x12\x12\n" +
+	"\x04fsid\x18\x01 \x01(\tR\x04fsid\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12!\n" +
+	"\fstart_bucket\x18\x03 \x01(\tR\vstartBucket\x12\x1b\n" +
+	"\tstart_key\x18\x04 \x01(\fR\bstartKey\x12\x14\n" +
+	"\x05floor\x18\x05 \x01(\x04R\x05floor\x12\x1b\n" +
+	"\tmax_bytes\x18\x06 \x01(\rR\bmaxBytes\x12\x19\n" +
+	"\bmax_keys\x18\a \x01(\rR\amaxKeys\x12\x16\n" +
+	"\x06resume\x18\b \x01(\bR\x06resume\x12\x1f\n" +
+	"\vreplay_from\x18\t \x01(\x04R\n" +
+	"replayFrom\x12\x1b\n" +
+	"\tcopy_done\x18\n" +
+	" \x01(\bR\bcopyDone\"=\n" +
+	"\vSyncVersion\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\x04R\aversion\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\fR\x05value\"\xb1\x02\n" +
+	"\tSyncChunk\x12-\n" +
+	"\x05chunk\x18\x01 \x01(\v2\x17.minimon.v1.ExportChunkR\x05chunk\x12%\n" +
+	"\x0elast_committed\x18\x02 \x01(\x04R\rlastCommitted\x12'\n" +
+	"\x0ffirst_committed\x18\x03 \x01(\x04R\x0efirstCommitted\x12\x12\n" +
+	"\x04last\x18\x04 \x01(\bR\x04last\x123\n" +
+	"\bversions\x18\x05 \x03(\v2\x17.minimon.v1.SyncVersionR\bversions\x12.\n" +
+	"\x13end_first_committed\x18\x06 \x01(\x04R\x11endFirstCommitted\x12,\n" +
+	"\x12end_last_committed\x18\a \x01(\x04R\x10endLastCommitted\"s\n" +
+	"\x0eForwardRequest\x12\x12\n" +
+	"\x04fsid\x18\x01 \x01(\tR\x04fsid\x12\x1b\n" +
+	"\tfrom_name\x18\x02 \x01(\tR\bfromName\x12\x16\n" +
+	"\x06method\x18\x03 \x01(\tR\x06method\x12\x18\n" +
+	"\arequest\x18\x04 \x01(\fR\arequest\"R\n" +
+	"\fForwardReply\x12\x14\n" +
+	"\x05reply\x18\x01 \x01(\fR\x05reply\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage2\xbc\x01\n" +
 	"\x04Peer\x129\n" +
-	"\x04Send\x12\x18.minimon.v1.PeerEnvelope\x1a\x15.minimon.v1.SendReply(\x01B;Z9github.com/minimon/minimon/api/proto/minimon/v1;minimonv1b\x06proto3"
+	"\x04Send\x12\x18.minimon.v1.PeerEnvelope\x1a\x15.minimon.v1.SendReply(\x01\x128\n" +
+	"\x04Sync\x12\x17.minimon.v1.SyncRequest\x1a\x15.minimon.v1.SyncChunk0\x01\x12?\n" +
+	"\aForward\x12\x1a.minimon.v1.ForwardRequest\x1a\x18.minimon.v1.ForwardReplyB;Z9github.com/minimon/minimon/api/proto/minimon/v1;minimonv1b\x06proto3"
 
 var (
 	file_peer_proto_rawDescOnce sync.Once
@@ -418,27 +860,39 @@ func file_peer_proto_rawDescGZIP() []byte {
 }
 
 var file_peer_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_peer_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_peer_proto_goTypes = []any{
 	(ProbeMessage_Op)(0),    // 0: minimon.v1.ProbeMessage.Op
 	(*ProbeMessage)(nil),    // 1: minimon.v1.ProbeMessage
 	(*PeerEnvelope)(nil),    // 2: minimon.v1.PeerEnvelope
 	(*SendReply)(nil),       // 3: minimon.v1.SendReply
-	(*PaxosMessage)(nil),    // 4: minimon.v1.PaxosMessage
-	(*ElectionMessage)(nil), // 5: minimon.v1.ElectionMessage
+	(*SyncRequest)(nil),     // 4: minimon.v1.SyncRequest
+	(*SyncVersion)(nil),     // 5: minimon.v1.SyncVersion
+	(*SyncChunk)(nil),       // 6: minimon.v1.SyncChunk
+	(*ForwardRequest)(nil),  // 7: minimon.v1.ForwardRequest
+	(*ForwardReply)(nil),    // 8: minimon.v1.ForwardReply
+	(*PaxosMessage)(nil),    // 9: minimon.v1.PaxosMessage
+	(*ElectionMessage)(nil), // 10: minimon.v1.ElectionMessage
+	(*ExportChunk)(nil),     // 11: minimon.v1.ExportChunk
 }
 var file_peer_proto_depIdxs = []int32{
-	0, // 0: minimon.v1.ProbeMessage.op:type_name -> minimon.v1.ProbeMessage.Op
-	4, // 1: minimon.v1.PeerEnvelope.paxos:type_name -> minimon.v1.PaxosMessage
-	5, // 2: minimon.v1.PeerEnvelope.election:type_name -> minimon.v1.ElectionMessage
-	1, // 3: minimon.v1.PeerEnvelope.probe:type_name -> minimon.v1.ProbeMessage
-	2, // 4: minimon.v1.Peer.Send:input_type -> minimon.v1.PeerEnvelope
-	3, // 5: minimon.v1.Peer.Send:output_type -> minimon.v1.SendReply
-	5, // [5:6] is the sub-list for method output_type
-	4, // [4:5] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	0,  // 0: minimon.v1.ProbeMessage.op:type_name -> minimon.v1.ProbeMessage.Op
+	9,  // 1: minimon.v1.PeerEnvelope.paxos:type_name -> minimon.v1.PaxosMessage
+	10, // 2: minimon.v1.PeerEnvelope.election:type_name -> minimon.v1.ElectionMessage
+	1,  // 3: minimon.v1.PeerEnvelope.probe:type_name -> minimon.v1.ProbeMessage
+	11, // 4: minimon.v1.SyncChunk.chunk:type_name -> minimon.v1.ExportChunk
+	5,  // 5: minimon.v1.SyncChunk.versions:type_name -> minimon.v1.SyncVersion
+	2,  // 6: minimon.v1.Peer.Send:input_type -> minimon.v1.PeerEnvelope
+	4,  // 7: minimon.v1.Peer.Sync:input_type -> minimon.v1.SyncRequest
+	7,  // 8: minimon.v1.Peer.Forward:input_type -> minimon.v1.ForwardRequest
+	3,  // 9: minimon.v1.Peer.Send:output_type -> minimon.v1.SendReply
+	6,  // 10: minimon.v1.Peer.Sync:output_type -> minimon.v1.SyncChunk
+	8,  // 11: minimon.v1.Peer.Forward:output_type -> minimon.v1.ForwardReply
+	9,  // [9:12] is the sub-list for method output_type
+	6,  // [6:9] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_peer_proto_init() }
@@ -448,6 +902,7 @@ func file_peer_proto_init() {
 	}
 	file_paxos_proto_init()
 	file_election_proto_init()
+	file_store_proto_init()
 	file_peer_proto_msgTypes[1].OneofWrappers = []any{
 		(*PeerEnvelope_Paxos)(nil),
 		(*PeerEnvelope_Election)(nil),
@@ -459,7 +914,7 @@ func file_peer_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_peer_proto_rawDesc), len(file_peer_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   3,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

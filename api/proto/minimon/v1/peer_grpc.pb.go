@@ -21,7 +21,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Peer_Send_FullMethodName = "/minimon.v1.Peer/Send"
+	Peer_Send_FullMethodName    = "/minimon.v1.Peer/Send"
+	Peer_Sync_FullMethodName    = "/minimon.v1.Peer/Sync"
+	Peer_Forward_FullMethodName = "/minimon.v1.Peer/Forward"
 )
 
 // PeerClient is the client API for Peer service.
@@ -31,6 +33,11 @@ type PeerClient interface {
 	// One client stream per sender->receiver pair: gRPC keeps a stream's messages in order, so
 	// delivery is FIFO per pair while the stream lives; envelopes may be lost when it breaks.
 	Send(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[PeerEnvelope, SendReply], error)
+	// Streaming store sync (design.md 4.9).
+	Sync(ctx context.Context, in *SyncRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SyncChunk], error)
+	// Peon -> leader write forwarding (design.md section 2). The RPC fails only for transport
+	// or fsid reasons; the forwarded call's own outcome travels in ForwardReply.code/message.
+	Forward(ctx context.Context, in *ForwardRequest, opts ...grpc.CallOption) (*ForwardReply, error)
 }
 
 type peerClient struct {
@@ -54,6 +61,35 @@ func (c *peerClient) Send(ctx context.Context, opts ...grpc.CallOption) (grpc.Cl
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Peer_SendClient = grpc.ClientStreamingClient[PeerEnvelope, SendReply]
 
+func (c *peerClient) Sync(ctx context.Context, in *SyncRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SyncChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Peer_ServiceDesc.Streams[1], Peer_Sync_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[SyncRequest, SyncChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_SyncClient = grpc.ServerStreamingClient[SyncChunk]
+
+func (c *peerClient) Forward(ctx context.Context, in *ForwardRequest, opts ...grpc.CallOption) (*ForwardReply, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForwardReply)
+	err := c.cc.Invoke(ctx, Peer_Forward_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -61,6 +97,11 @@ type PeerServer interface {
 	// One client stream per sender->receiver pair: gRPC keeps a stream's messages in order, so
 	// delivery is FIFO per pair while the stream lives; envelopes may be lost when it breaks.
 	Send(grpc.ClientStreamingServer[PeerEnvelope, SendReply]) error
+	// Streaming store sync (design.md 4.9).
+	Sync(*SyncRequest, grpc.ServerStreamingServer[SyncChunk]) error
+	// Peon -> leader write forwarding (design.md section 2). The RPC fails only for transport
+	// or fsid reasons; the forwarded call's own outcome travels in ForwardReply.code/message.
+	Forward(context.Context, *ForwardRequest) (*ForwardReply, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -73,6 +114,12 @@ type UnimplementedPeerServer struct{}
 
 func (UnimplementedPeerServer) Send(grpc.ClientStreamingServer[PeerEnvelope, SendReply]) error {
 	return status.Error(codes.Unimplemented, "method Send not implemented")
+}
+func (UnimplementedPeerServer) Sync(*SyncRequest, grpc.ServerStreamingServer[SyncChunk]) error {
+	return status.Error(codes.Unimplemented, "method Sync not implemented")
+}
+func (UnimplementedPeerServer) Forward(context.Context, *ForwardRequest) (*ForwardReply, error) {
+	return nil, status.Error(codes.Unimplemented, "method Forward not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -102,18 +149,57 @@ func _Peer_Send_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Peer_SendServer = grpc.ClientStreamingServer[PeerEnvelope, SendReply]
 
+func _Peer_Sync_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(SyncRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(PeerServer).Sync(m, &grpc.GenericServerStream[SyncRequest, SyncChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Peer_SyncServer = grpc.ServerStreamingServer[SyncChunk]
+
+func _Peer_Forward_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForwardRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).Forward(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_Forward_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).Forward(ctx, req.(*ForwardRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var Peer_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "minimon.v1.Peer",
 	HandlerType: (*PeerServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "Forward",
+			Handler:    _Peer_Forward_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "Send",
 			Handler:       _Peer_Send_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "Sync",
+			Handler:       _Peer_Sync_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "peer.proto",
