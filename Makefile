@@ -2,14 +2,18 @@
 GO        ?= go
 SIM_BUDGET_SECONDS ?= 90
 PROTO_DIR := api/proto/minimon/v1
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: help build test test-long bench proto verify-proto lint fmt vet fuzz
+.PHONY: help build demo test test-long bench proto verify-proto lint fmt vet fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
-build: ## build every package (binaries come with the daemon)
-	$(GO) build ./...
+build: ## bin/monitord and bin/monctl (static: CGO_ENABLED=0, -trimpath, VERSION via ldflags)
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o bin/ ./cmd/monitord ./cmd/monctl
+
+demo: build ## 3 monitors on 127.0.0.1:6789-6791 in the foreground, data and logs in ./demo-data; Ctrl-C stops
+	BIN=./bin DEMO_DIR=./demo-data ./scripts/demo.sh
 
 vet: ## go vet and a gofmt check
 	$(GO) vet ./...
