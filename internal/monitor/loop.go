@@ -318,17 +318,87 @@ func (e *nodeEnv) Send(to int32, env *minimonv1.PeerEnvelope) {
 	m.tr.Send(to, env)
 }
 
-// Sync: the streaming sync requester is another issue's (sync.go); until it exists the
-// monitor reports the sync as failed, so the node keeps probing (and retries).
+// Sync runs a full sync of our store (sync.go) on its own goroutine; the node is
+// synchronizing meanwhile (it issues no writes: maybeSync waits for none in flight, so the
+// writer is idle) and the outcome is posted back to the loop.
 func (e *nodeEnv) Sync(from int32) {
 	m := (*Monitor)(e)
-	m.lg.Warn("full sync needed but not implemented yet", zap.Int32("from", from))
+	// Providers to try, the one the node chose first, then the other members.
+	var addrs []string
+	for _, mi := range m.l.monmap.GetMons() {
+		if mi.GetRank() == from {
+			addrs = append([]string{mi.GetAddr()}, addrs...)
+		} else if mi.GetRank() != m.l.rank {
+			addrs = append(addrs, mi.GetAddr())
+		}
+	}
+	floor := m.l.node.Status().LastCommitted
+	m.syncing.Store(true)
+	m.bgWG.Add(1)
 	go func() {
+		defer m.bgWG.Done()
+		ok := m.runSync(addrs, floor)
+		m.syncing.Store(false)
 		select {
-		case m.events <- func() { m.l.node.SyncFailed(time.Now()) }:
+		case m.events <- func() { m.syncFinished(ok) }:
 		case <-m.loopGone:
 		}
 	}()
+}
+
+// runSync tries the providers in turn until one sync succeeds. Once a sync has touched the
+// store (its marker is set) the monitor must not go on without a finished one, so it keeps
+// trying until it stops; before that, a failure returns false (the node probes again).
+func (m *Monitor) runSync(addrs []string, floor uint64) bool {
+	lg := m.lg.Named("sync")
+	for attempt := 0; ; attempt++ {
+		addr := addrs[attempt%len(addrs)]
+		cc, err := m.peerConn(addr)
+		if err == nil {
+			r := &SyncRequester{FSID: m.fsid, Name: m.cfg.Name, Floor: floor,
+				MaxBytes: uint32(m.cfg.MonSyncMaxPayloadSize), MaxKeys: uint32(m.cfg.MonSyncMaxPayloadKeys), Logger: lg}
+			var res SyncResult
+			res, err = r.Run(m.bg, minimonv1.NewPeerClient(cc), m.store)
+			if err == nil {
+				lg.Info("full sync done", zap.String("provider", addr), zap.Uint64("first_committed", res.FirstCommitted),
+					zap.Uint64("last_committed", res.LastCommitted), zap.Int("chunks", res.Chunks))
+				return true
+			}
+		}
+		if m.bg.Err() != nil {
+			return false
+		}
+		if !SyncInProgress(m.store) {
+			lg.Warn("full sync failed; probing again", zap.String("provider", addr), zap.Error(err))
+			return false
+		}
+		lg.Warn("full sync failed with the store half copied; trying again", zap.String("provider", addr), zap.Error(err))
+		t := time.NewTimer(m.cfg.MonProbeTimeout)
+		select {
+		case <-m.bg.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
+}
+
+// syncFinished (on the loop) rebuilds the node from the synced store, or returns it to probing.
+func (m *Monitor) syncFinished(ok bool) {
+	now := time.Now()
+	if !ok {
+		if SyncInProgress(m.store) {
+			return // stopping with a half-copied store: the next start refuses it
+		}
+		m.l.node.SyncFailed(now)
+		return
+	}
+	if err := m.l.node.SyncDone(now); err != nil {
+		m.lg.Error("rebuild after sync failed", zap.Error(err))
+		m.l.exitErr = err
+		return
+	}
+	m.onCommit(nil) // services reload from the new store; a newer monmap rebuilds the node
 }
 
 // zapKV adapts a zap SugaredLogger to the key/value Logger of paxos, election and node.

@@ -80,6 +80,13 @@ type Monitor struct {
 
 	started atomic.Bool
 	ready   atomic.Bool // in quorum (leader or peon)
+	syncing atomic.Bool // a full sync of our own store runs: do not serve Sync to others
+
+	// bg bounds the goroutines Run starts besides the loop (the sync requester); Run cancels
+	// it and waits for them before closing the store they write.
+	bg       context.Context
+	bgCancel context.CancelFunc
+	bgWG     sync.WaitGroup
 
 	events    chan func()   // closures posted to the loop (client requests)
 	writeDone chan []func() // store completions, in issue order
@@ -88,7 +95,7 @@ type Monitor struct {
 	loopGone  chan struct{} // closed when the loop has returned
 
 	fwdMu    sync.Mutex
-	fwdConns map[string]*grpc.ClientConn // leader address -> connection for Forward
+	fwdConns map[string]*grpc.ClientConn // monitor address -> connection for Forward and Sync
 
 	l loopState // owned by the event loop
 }
@@ -343,6 +350,8 @@ func (m *Monitor) Run(ctx context.Context) error {
 		}
 	})
 	m.l.writer = writer
+	m.bg, m.bgCancel = context.WithCancel(context.Background())
+	defer m.bgCancel()
 	if err := m.startNode(time.Now()); err != nil {
 		writer.Close()
 		_ = m.tr.Close()
@@ -362,6 +371,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 
 	// Stop: refuse new work, then take everything down in dependency order.
 	close(m.stopping)
+	m.bgCancel()
 	m.hs.Shutdown()
 	if m.l.node != nil {
 		m.l.node.Stop()
@@ -381,6 +391,7 @@ func (m *Monitor) Run(ctx context.Context) error {
 	if err := <-served; err != nil && !errors.Is(err, grpc.ErrServerStopped) && runErr == nil {
 		runErr = fmt.Errorf("monitor: serve: %w", err)
 	}
+	m.bgWG.Wait() // the sync requester writes the store
 	writer.Close()
 	m.fwdMu.Lock()
 	for addr, cc := range m.fwdConns {
@@ -394,6 +405,15 @@ func (m *Monitor) Run(ctx context.Context) error {
 	m.ready.Store(false)
 	m.lg.Info("monitor stopped", zap.Error(runErr))
 	return runErr
+}
+
+func (m *Monitor) isStopping() bool {
+	select {
+	case <-m.stopping:
+		return true
+	default:
+		return false
+	}
 }
 
 // postWrites hands store completions to the loop; false once the loop is gone.

@@ -14,9 +14,9 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	minimonv1 "github.com/minimon/minimon/api/proto/minimon/v1"
 	"github.com/minimon/minimon/internal/node"
@@ -43,7 +43,16 @@ func (m *Monitor) newGRPCServer() (*grpc.Server, *health.Server) {
 		grpc.ChainUnaryInterceptor(m.recoverUnary, m.metricsUnary),
 		grpc.ChainStreamInterceptor(m.recoverStream),
 	)
-	m.tr.RegisterPeerServer(s)
+	minimonv1.RegisterPeerServer(s, &peerService{
+		send: &peerServer{t: m.tr},
+		fwd:  ForwardServer(m.fsid, m.handleForward),
+		sync: &SyncProvider{
+			FSID: m.fsid, Store: m.store,
+			MaxBytes: m.cfg.MonSyncMaxPayloadSize, MaxKeys: m.cfg.MonSyncMaxPayloadKeys,
+			Busy:   func() bool { return m.syncing.Load() || m.isStopping() },
+			Logger: m.lg.Named("sync"),
+		},
+	})
 	minimonv1.RegisterMonitorServer(s, &clientServer{m: m})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -217,7 +226,7 @@ type writeResult struct {
 // write runs a client write: on the leader it is validated by build (errors: nothing
 // proposed), proposed, and answered when the commit condition holds; on a peon it is forwarded
 // to the leader (unless it was itself forwarded); without a quorum or leader it waits.
-func (m *Monitor) write(ctx context.Context, method string, req, reply any, forwarded bool,
+func (m *Monitor) write(ctx context.Context, method string, req, reply proto.Message, forwarded bool,
 	build func() (services.Update, error)) (*minimonv1.KVWriteReply, error) {
 	wctx, cancel := waitCtx(ctx)
 	defer cancel()
@@ -294,29 +303,48 @@ func (m *Monitor) write(ctx context.Context, method string, req, reply any, forw
 	}
 }
 
-// forwardedKey marks a write a peon forwarded, so the receiver never forwards it again (spec
-// 6.8: peons never double-forward).
-const forwardedKey = "minimon-forwarded"
-
-// forward sends a write to the leader and relays its reply (spec 6.8). Interim: it calls the
-// leader's client service with the forwarded mark, until the Peer Forward RPC lands.
-func (m *Monitor) forward(ctx context.Context, leaderAddr, method string, req, reply any) error {
-	cc, err := m.forwardConn(leaderAddr)
+// forward sends a write to the leader over Peer.Forward and relays its reply (spec 6.8).
+func (m *Monitor) forward(ctx context.Context, leaderAddr, method string, req, reply proto.Message) error {
+	cc, err := m.peerConn(leaderAddr)
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "cannot reach the leader at %s: %v", leaderAddr, err)
 	}
-	ctx = metadata.AppendToOutgoingContext(ctx, forwardedKey, "1")
-	return cc.Invoke(ctx, method, req, reply)
+	return Forward(ctx, minimonv1.NewPeerClient(cc), m.fsid, m.cfg.Name, method, req, reply)
 }
 
-// isForwarded reports whether the request came from a peon.
-func isForwarded(ctx context.Context) bool {
-	md, _ := metadata.FromIncomingContext(ctx)
-	return len(md.Get(forwardedKey)) > 0
+// handleForward runs a write a peon forwarded (never forwarding it again: spec 6.8).
+func (m *Monitor) handleForward(ctx context.Context, method string, b []byte) ([]byte, error) {
+	cs := &clientServer{m: m}
+	var reply proto.Message
+	var err error
+	switch method {
+	case minimonv1.Monitor_KVSet_FullMethodName:
+		req := &minimonv1.KVSetRequest{}
+		if err := proto.Unmarshal(b, req); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "forwarded %s: %v", method, err)
+		}
+		reply, err = cs.kvSet(ctx, req, true)
+	case minimonv1.Monitor_KVRm_FullMethodName:
+		req := &minimonv1.KVRmRequest{}
+		if err := proto.Unmarshal(b, req); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "forwarded %s: %v", method, err)
+		}
+		reply, err = cs.kvRm(ctx, req, true)
+	default:
+		return nil, status.Errorf(codes.Unimplemented, "forwarding %s: not implemented yet", method)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out, err := proto.Marshal(reply)
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "forwarded %s: marshal reply: %v", method, err)
+	}
+	return out, nil
 }
 
-// forwardConn returns the cached connection to a leader address.
-func (m *Monitor) forwardConn(addr string) (*grpc.ClientConn, error) {
+// peerConn returns the cached client connection to a monitor address (forwarding, sync).
+func (m *Monitor) peerConn(addr string) (*grpc.ClientConn, error) {
 	m.fwdMu.Lock()
 	defer m.fwdMu.Unlock()
 	select {
@@ -334,6 +362,27 @@ func (m *Monitor) forwardConn(addr string) (*grpc.ClientConn, error) {
 	}
 	m.fwdConns[addr] = cc
 	return cc, nil
+}
+
+// peerService is the monitor's minimon.v1.Peer: envelopes go to the transport, Forward to
+// handleForward, Sync to the store sync provider.
+type peerService struct {
+	minimonv1.UnimplementedPeerServer
+	send *peerServer
+	fwd  *ForwardService
+	sync *SyncProvider
+}
+
+func (p *peerService) Send(stream grpc.ClientStreamingServer[minimonv1.PeerEnvelope, minimonv1.SendReply]) error {
+	return p.send.Send(stream)
+}
+
+func (p *peerService) Forward(ctx context.Context, req *minimonv1.ForwardRequest) (*minimonv1.ForwardReply, error) {
+	return p.fwd.Forward(ctx, req)
+}
+
+func (p *peerService) Sync(req *minimonv1.SyncRequest, stream grpc.ServerStreamingServer[minimonv1.SyncChunk]) error {
+	return p.sync.Sync(req, stream)
 }
 
 // ---- the client service ----
@@ -436,7 +485,7 @@ func (s *clientServer) KVList(ctx context.Context, req *minimonv1.KVListRequest)
 }
 
 func (s *clientServer) KVSet(ctx context.Context, req *minimonv1.KVSetRequest) (*minimonv1.KVWriteReply, error) {
-	return s.kvSet(ctx, req, isForwarded(ctx))
+	return s.kvSet(ctx, req, false)
 }
 
 func (s *clientServer) kvSet(ctx context.Context, req *minimonv1.KVSetRequest, forwarded bool) (*minimonv1.KVWriteReply, error) {
@@ -445,7 +494,7 @@ func (s *clientServer) kvSet(ctx context.Context, req *minimonv1.KVSetRequest, f
 }
 
 func (s *clientServer) KVRm(ctx context.Context, req *minimonv1.KVRmRequest) (*minimonv1.KVWriteReply, error) {
-	return s.kvRm(ctx, req, isForwarded(ctx))
+	return s.kvRm(ctx, req, false)
 }
 
 func (s *clientServer) kvRm(ctx context.Context, req *minimonv1.KVRmRequest, forwarded bool) (*minimonv1.KVWriteReply, error) {
