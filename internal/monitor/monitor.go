@@ -203,10 +203,6 @@ func loadIdentity(st *kvstore.DB, cfg *Config) (string, *minimonv1.MonMap, error
 	if v, perr := kvstore.ParseU64Key(fv); perr != nil || v != kvstore.FormatVersion {
 		return "", nil, fmt.Errorf("monitor: store %s has format version %x, this monitor reads %d", path, fv, kvstore.FormatVersion)
 	}
-	if inSync, err := st.Get(kvstore.BucketMeta, []byte(kvstore.KeySyncInProgress)); err != nil || inSync != nil {
-		// An interrupted full sync is the sync issue's to resume; never guess (design.md 3).
-		return "", nil, fmt.Errorf("monitor: store %s holds an interrupted sync; not supported yet", path)
-	}
 	mm, err := services.NewMonmap().Latest(st)
 	switch {
 	case err == nil:
@@ -350,23 +346,22 @@ func (m *Monitor) Run(ctx context.Context) error {
 		}
 	})
 	m.l.writer = writer
-	m.bg, m.bgCancel = context.WithCancel(context.Background())
+	// The sync requester stops with ctx.
+	m.bg, m.bgCancel = context.WithCancel(ctx)
 	defer m.bgCancel()
-	if err := m.startNode(time.Now()); err != nil {
-		writer.Close()
-		_ = m.tr.Close()
-		_ = m.lis.Close()
-		_ = m.store.Close()
-		close(m.loopGone)
-		return err
-	}
 
 	served := make(chan error, 1)
 	go func() { served <- m.srv.Serve(m.lis) }()
 	m.lg.Info("monitor ready", zap.String("name", m.cfg.Name), zap.String("addr", m.Addr()),
 		zap.String("fsid", m.fsid), zap.Int32("rank", m.l.rank))
 
-	runErr := m.loop(ctx)
+	runErr := m.resumeSync()
+	if runErr == nil && ctx.Err() == nil {
+		runErr = m.startNode(time.Now())
+	}
+	if runErr == nil && ctx.Err() == nil {
+		runErr = m.loop(ctx)
+	}
 	close(m.loopGone)
 
 	// Stop: refuse new work, then take everything down in dependency order.
@@ -414,6 +409,51 @@ func (m *Monitor) isStopping() bool {
 	default:
 		return false
 	}
+}
+
+// resumeSync finishes an interrupted full sync (the store's marker is set) before the node is
+// built: a half-copied store must never vote or serve (sync.go). It tries every other member
+// until one sync succeeds or Run is stopped, then reloads the member map from the synced store.
+func (m *Monitor) resumeSync() error {
+	if !SyncInProgress(m.store) {
+		return nil
+	}
+	var addrs []string
+	for _, mi := range m.l.monmap.GetMons() {
+		if mi.GetRank() != m.l.rank {
+			addrs = append(addrs, mi.GetAddr())
+		}
+	}
+	if len(addrs) == 0 {
+		return fmt.Errorf("monitor: store %s holds an interrupted sync and there is no other member to sync from", m.store.Path())
+	}
+	m.lg.Warn("the store holds an interrupted full sync: syncing again before joining")
+	m.syncing.Store(true)
+	ok := m.runSync(addrs, 0)
+	m.syncing.Store(false)
+	if !ok {
+		if m.bg.Err() != nil {
+			return nil // stopped meanwhile; the next start resumes
+		}
+		return fmt.Errorf("monitor: store %s: the interrupted sync could not be finished", m.store.Path())
+	}
+	if err := m.l.mm.Refresh(m.store); err != nil {
+		return fmt.Errorf("monitor: load the monmap after sync: %w", err)
+	}
+	cur := m.l.mm.Current()
+	if cur == nil {
+		return nil // nothing committed yet anywhere: the founding map stays
+	}
+	switch rank := rankOf(cur, m.cfg.Name); {
+	case rank < 0:
+		return fmt.Errorf("%w: mon.%s is not in monmap epoch %d", ErrRemoved, m.cfg.Name, cur.GetEpoch())
+	case rank != m.l.rank:
+		return fmt.Errorf("monitor: rank changed from %d to %d in monmap epoch %d; restart the monitor",
+			m.l.rank, rank, cur.GetEpoch())
+	}
+	m.l.monmap = cur
+	m.tr.SetPeers(peersOf(cur))
+	return nil
 }
 
 // postWrites hands store completions to the loop; false once the loop is gone.

@@ -482,3 +482,38 @@ func TestFullSyncOfALaggingMonitor(t *testing.T) {
 		}
 	}
 }
+
+func TestInterruptedSyncResumesAtStart(t *testing.T) {
+	cfgs, lis := newCluster(t, 3)
+	mons := startAll(t, cfgs, lis)
+	li := waitQuorum(t, mons)
+	kvSet(t, mons[li], "before", "1")
+	// A peon stops; its store is left as a crash in the middle of a full sync leaves it.
+	p := (li + 1) % 3
+	mons[p].stop()
+	st, err := kvstore.Open(filepath.Join(cfgs[p].DataDir, StoreFile), kvstore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = st.Apply(&minimonv1.Transaction{Ops: []*minimonv1.StoreOp{
+		{Kind: minimonv1.StoreOp_PUT, Bucket: kvstore.BucketMeta, Key: []byte(kvstore.KeySyncInProgress), Value: kvstore.U64Key(0)},
+		{Kind: minimonv1.StoreOp_ERASE, Bucket: kvstore.BucketKV, Key: []byte("before")},
+	}})
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	kvSet(t, mons[li], "after", "2")
+
+	// At start it syncs again before it may vote or serve, then rejoins with every value.
+	mons[p] = start(t, cfgs[p], nil)
+	waitQuorum(t, mons)
+	if got := kvGet(t, mons[p], "before"); got != "1" {
+		t.Fatalf("before = %q after the resumed sync", got)
+	}
+	if got := kvGet(t, mons[p], "after"); got != "2" {
+		t.Fatalf("after = %q after the resumed sync", got)
+	}
+}
