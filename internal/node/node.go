@@ -420,23 +420,33 @@ func (n *Node) handleProbe(now time.Time, from int32, p *minimonv1.ProbeMessage)
 	} else if p.GetOp() != minimonv1.ProbeMessage_REPLY {
 		return
 	}
-	n.maybeSync(now, from, p.GetFirstCommitted())
+	n.maybeSync(now, from, p.GetFirstCommitted(), p.GetLastCommitted())
 }
 
 // maybeSync starts a full sync from a peer whose history begins after ours ends (spec 2.4 step
-// 4: incremental catch-up is impossible), only while out of quorum and with nothing in flight.
-func (n *Node) maybeSync(now time.Time, from int32, peerFC uint64) {
+// 4: incremental catch-up is impossible) or that is more than paxos_max_join_drift versions
+// ahead (catching up through the election's share_state would take too long), only while out
+// of quorum and with nothing in flight. Every version the sync overwrites is at or below the
+// peer's last_committed, so decided: nothing we accepted and could matter is lost.
+func (n *Node) maybeSync(now time.Time, from int32, peerFC, peerLC uint64) {
 	if n.role != Probing && n.role != Electing {
 		return
 	}
 	if n.inflight > 0 || n.pxBusy || n.elBusy {
 		return
 	}
-	if peerFC <= 1 || n.px.LastCommitted() >= peerFC {
+	lc := n.px.LastCommitted()
+	var why string
+	switch drift := n.cfg.Paxos.MaxJoinDrift; {
+	case peerFC > 1 && lc < peerFC:
+		why = fmt.Sprintf("full sync from %d (its fc %d > our lc %d)", from, peerFC, lc)
+	case drift > 0 && peerLC > lc+drift:
+		why = fmt.Sprintf("full sync from %d (its lc %d is more than paxos_max_join_drift %d past our lc %d)", from, peerLC, drift, lc)
+	default:
 		return
 	}
-	n.log.Info("node: full sync", "from", from, "peer_fc", peerFC, "lc", n.px.LastCommitted())
-	n.leaveQuorum(now, Synchronizing, fmt.Sprintf("full sync from %d (its fc %d > our lc %d)", from, peerFC, n.px.LastCommitted()))
+	n.log.Info("node: full sync", "from", from, "peer_fc", peerFC, "peer_lc", peerLC, "lc", lc)
+	n.leaveQuorum(now, Synchronizing, why)
 	n.el.SetQuorum(0, -1, nil)
 	n.deferred = nil
 	n.env.Sync(from)

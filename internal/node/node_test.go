@@ -392,3 +392,28 @@ func mustTx(t *testing.T) []byte {
 	}
 	return b
 }
+
+// A peer more than paxos_max_join_drift versions ahead (its log still covers ours) is a reason to
+// sync too; one within the drift is left to the election's share_state.
+func TestProbeDriftSync(t *testing.T) {
+	reply := func(fc, lc uint64) *minimonv1.PeerEnvelope {
+		return &minimonv1.PeerEnvelope{FromRank: 0, Body: &minimonv1.PeerEnvelope_Probe{
+			Probe: &minimonv1.ProbeMessage{Op: minimonv1.ProbeMessage_REPLY, Rank: 0, FirstCommitted: fc, LastCommitted: lc}}}
+	}
+	h := newHarness(t)
+	n, e := h.nodes[1], h.envs[1]
+	drift := n.cfg.Paxos.MaxJoinDrift
+	if drift == 0 {
+		t.Fatal("the harness runs without paxos_max_join_drift")
+	}
+	n.Step(h.now, reply(1, drift)) // lc 0 + drift: within the drift
+	h.settle()
+	if len(e.syncs) != 0 || n.Role() == Synchronizing {
+		t.Fatalf("synced from a peer within the drift: syncs %v role %v", e.syncs, n.Role())
+	}
+	n.Step(h.now, reply(1, drift+1))
+	h.settle()
+	if !slices.Equal(e.syncs, []int32{0}) || n.Role() != Synchronizing {
+		t.Fatalf("syncs %v role %v, want a sync from 0 past the drift", e.syncs, n.Role())
+	}
+}
