@@ -5,8 +5,11 @@ import (
 	"errors"
 	"path"
 	"runtime/debug"
+	"slices"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -14,6 +17,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	grpcpeer "google.golang.org/grpc/peer"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -43,16 +47,7 @@ func (m *Monitor) newGRPCServer() (*grpc.Server, *health.Server) {
 		grpc.ChainUnaryInterceptor(m.recoverUnary, m.metricsUnary),
 		grpc.ChainStreamInterceptor(m.recoverStream),
 	)
-	minimonv1.RegisterPeerServer(s, &peerService{
-		send: &peerServer{t: m.tr},
-		fwd:  ForwardServer(m.fsid, m.handleForward),
-		sync: &SyncProvider{
-			FSID: m.fsid, Store: m.store,
-			MaxBytes: m.cfg.MonSyncMaxPayloadSize, MaxKeys: m.cfg.MonSyncMaxPayloadKeys,
-			Busy:   func() bool { return m.syncing.Load() || m.isStopping() },
-			Logger: m.lg.Named("sync"),
-		},
-	})
+	minimonv1.RegisterPeerServer(s, m.newPeerService())
 	minimonv1.RegisterMonitorServer(s, &clientServer{m: m})
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -364,17 +359,140 @@ func (m *Monitor) peerConn(addr string) (*grpc.ClientConn, error) {
 	return cc, nil
 }
 
-// peerService is the monitor's minimon.v1.Peer: envelopes go to the transport, Forward to
-// handleForward, Sync to the store sync provider.
+// peerService is the monitor's minimon.v1.Peer: envelopes of members go to the transport,
+// Forward to handleForward, Sync to the store sync provider, Probe is answered on the loop.
 type peerService struct {
 	minimonv1.UnimplementedPeerServer
+	m    *Monitor
 	send *peerServer
 	fwd  *ForwardService
 	sync *SyncProvider
+
+	// members is a snapshot of the member map for the Send filter, refreshed from the loop
+	// (which owns the map): a stream goroutine must not read loop state.
+	members   atomic.Pointer[memberView]
+	nonMember prometheus.Counter
 }
 
+// Bounds on refreshing the member snapshot: at most every memberViewMinAge on a miss (a flood
+// of non-member envelopes costs the loop little), at least every memberViewMaxAge.
+const (
+	memberViewMinAge = 100 * time.Millisecond
+	memberViewMaxAge = time.Second
+)
+
+// memberView is who may send envelopes: the members other than us, by rank with their names.
+type memberView struct {
+	self  int32
+	names map[int32]string
+	at    time.Time
+}
+
+func newMemberView(self int32, mm *minimonv1.MonMap, at time.Time) *memberView {
+	v := &memberView{self: self, names: make(map[int32]string, len(mm.GetMons())), at: at}
+	for _, mi := range mm.GetMons() {
+		v.names[mi.GetRank()] = mi.GetName()
+	}
+	return v
+}
+
+// member: the envelope claims a member's rank and carries that member's name (the transport
+// stamps both). Nothing authenticates the claim: this filters misconfigured and stale
+// monitors, not a forger that copies a member's rank and name.
+func (v *memberView) member(env *minimonv1.PeerEnvelope) bool {
+	r := env.GetFromRank()
+	name, ok := v.names[r]
+	return ok && r != v.self && name == env.GetFromName()
+}
+
+// newPeerService builds the Peer service; it runs in New, before the loop, so it may read
+// the member map directly once.
+func (m *Monitor) newPeerService() *peerService {
+	p := &peerService{
+		m:    m,
+		send: &peerServer{t: m.tr},
+		fwd:  ForwardServer(m.fsid, m.handleForward),
+		sync: &SyncProvider{
+			FSID: m.fsid, Store: m.store,
+			MaxBytes: m.cfg.MonSyncMaxPayloadSize, MaxKeys: m.cfg.MonSyncMaxPayloadKeys,
+			Busy:   func() bool { return m.syncing.Load() || m.isStopping() },
+			Logger: m.lg.Named("sync"),
+		},
+		nonMember: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "minimon_peer_dropped_nonmember_total",
+			Help: "Peer envelopes dropped because the sender is not a member (unknown rank, " +
+				"our own rank, or a name that does not match the rank's member).",
+		}),
+	}
+	p.members.Store(newMemberView(m.l.rank, m.l.monmap, time.Now()))
+	m.met.reg.MustRegister(p.nonMember)
+	return p
+}
+
+// Send passes only members' envelopes on to the transport (issue 3: a non-member takes no
+// part in elections or Paxos). The node drops non-members too; this also counts them.
 func (p *peerService) Send(stream grpc.ClientStreamingServer[minimonv1.PeerEnvelope, minimonv1.SendReply]) error {
-	return p.send.Send(stream)
+	return p.send.Send(&memberStream{ClientStreamingServer: stream, p: p})
+}
+
+// memberStream is a Send stream whose Recv skips (and counts) non-members' envelopes.
+type memberStream struct {
+	grpc.ClientStreamingServer[minimonv1.PeerEnvelope, minimonv1.SendReply]
+	p      *peerService
+	warned bool
+}
+
+func (s *memberStream) Recv() (*minimonv1.PeerEnvelope, error) {
+	for {
+		env, err := s.ClientStreamingServer.Recv()
+		if err != nil {
+			return nil, err
+		}
+		if s.p.fromMember(s.Context(), env) {
+			return env, nil
+		}
+		if !s.warned {
+			s.warned = true // once per stream: a misconfigured monitor would flood the log
+			var addr string
+			if pr, ok := grpcpeer.FromContext(s.Context()); ok && pr.Addr != nil {
+				addr = pr.Addr.String()
+			}
+			s.p.m.lg.Warn("dropping envelopes of a non-member", zap.Int32("from_rank", env.GetFromRank()),
+				zap.String("from_name", env.GetFromName()), zap.String("remote", addr))
+		}
+	}
+}
+
+// fromMember reports whether env may go on to the transport. Envelopes of another cluster
+// pass: the transport drops and counts those itself.
+func (p *peerService) fromMember(ctx context.Context, env *minimonv1.PeerEnvelope) bool {
+	if env.GetFsid() != p.m.fsid {
+		return true
+	}
+	v := p.members.Load()
+	age := time.Since(v.at)
+	if age >= memberViewMaxAge || (age >= memberViewMinAge && !v.member(env)) {
+		v = p.refreshMembers(ctx, v)
+	}
+	if v.member(env) {
+		return true
+	}
+	p.nonMember.Inc()
+	return false
+}
+
+// refreshMembers takes a new snapshot of the member map on the loop. On failure (stopping, a
+// loop not running yet) it keeps old's members but restarts its age, so a stream does not wait
+// for the loop on every envelope.
+func (p *peerService) refreshMembers(ctx context.Context, old *memberView) *memberView {
+	ctx, cancel := context.WithTimeout(ctx, memberViewMaxAge)
+	defer cancel()
+	var v *memberView
+	if err := p.m.onLoop(ctx, func(now time.Time) { v = newMemberView(p.m.l.rank, p.m.l.monmap, now) }); err != nil {
+		v = &memberView{self: old.self, names: old.names, at: time.Now()}
+	}
+	p.members.Store(v)
+	return v
 }
 
 func (p *peerService) Forward(ctx context.Context, req *minimonv1.ForwardRequest) (*minimonv1.ForwardReply, error) {
@@ -383,6 +501,42 @@ func (p *peerService) Forward(ctx context.Context, req *minimonv1.ForwardRequest
 
 func (p *peerService) Sync(req *minimonv1.SyncRequest, stream grpc.ServerStreamingServer[minimonv1.SyncChunk]) error {
 	return p.sync.Sync(req, stream)
+}
+
+// Probe answers anyone, member or not (spec 2.3 step 4; issue 3: a non-member gets answers
+// to its probes only), with the REPLY a member gets plus the member map. It changes no state:
+// the spec's "hopelessly behind" check and extra probe peers are for members' PROBEs.
+func (p *peerService) Probe(ctx context.Context, req *minimonv1.ProbeMessage) (*minimonv1.ProbeMessage, error) {
+	// An empty fsid is allowed: a joining monitor learns it from this answer.
+	if f := req.GetFsid(); f != "" && f != p.m.fsid {
+		return nil, status.Errorf(codes.PermissionDenied, "monitor: probe of another cluster (fsid %s)", f)
+	}
+	wctx, cancel := waitCtx(ctx)
+	defer cancel()
+	var r *minimonv1.ProbeMessage
+	if err := p.m.onLoop(wctx, func(time.Time) { r = p.m.probeReply() }); err != nil {
+		return nil, waitErr(ctx, err, "monitor busy")
+	}
+	return r, nil
+}
+
+// probeReply is the node's probe REPLY (node.probeMsg) with our name, fsid and member map;
+// it runs on the loop.
+func (m *Monitor) probeReply() *minimonv1.ProbeMessage {
+	st := m.l.node.Status()
+	r := &minimonv1.ProbeMessage{
+		Op: minimonv1.ProbeMessage_REPLY, Name: m.cfg.Name, Rank: m.l.rank, Fsid: m.fsid,
+		// As the node reports it: the founding map (epoch 0) counts as epoch 1.
+		MonmapEpoch:    max(m.l.monmap.GetEpoch(), 1),
+		FirstCommitted: st.FirstCommitted, LastCommitted: st.LastCommitted,
+		ElectionEpoch: st.ElectionEpoch,
+		Monmap:        m.currentMonmap(),
+	}
+	if st.Role.InQuorum() {
+		r.Quorum = slices.Clone(st.Quorum)
+		r.Leader, r.HasLeader = st.Leader, true
+	}
+	return r
 }
 
 // ---- the client service ----

@@ -87,8 +87,11 @@ type ProbeMessage struct {
 	Leader         int32   `protobuf:"varint,9,opt,name=leader,proto3" json:"leader,omitempty"`        // REPLY: leader rank; meaningful only when has_leader
 	ElectionEpoch  uint64  `protobuf:"varint,10,opt,name=election_epoch,json=electionEpoch,proto3" json:"election_epoch,omitempty"`
 	HasLeader      bool    `protobuf:"varint,11,opt,name=has_leader,json=hasLeader,proto3" json:"has_leader,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// Peer.Probe answer: the sender's member map in force, so a monitor that is not (yet) a
+	// member can learn it (joining comes with the services issue). Unset in envelopes.
+	Monmap        *MonMap `protobuf:"bytes,12,opt,name=monmap,proto3" json:"monmap,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ProbeMessage) Reset() {
@@ -196,6 +199,13 @@ func (x *ProbeMessage) GetHasLeader() bool {
 		return x.HasLeader
 	}
 	return false
+}
+
+func (x *ProbeMessage) GetMonmap() *MonMap {
+	if x != nil {
+		return x.Monmap
+	}
+	return nil
 }
 
 // One one-way message between monitors. Replies are envelopes of their own (spec 0.2): the
@@ -779,7 +789,7 @@ const file_peer_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
 	"peer.proto\x12\n" +
-	"minimon.v1\x1a\vpaxos.proto\x1a\x0eelection.proto\x1a\vstore.proto\"\x90\x03\n" +
+	"minimon.v1\x1a\vpaxos.proto\x1a\x0eelection.proto\x1a\vstore.proto\x1a\tmon.proto\"\xbc\x03\n" +
 	"\fProbeMessage\x12+\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x1b.minimon.v1.ProbeMessage.OpR\x02op\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -793,7 +803,8 @@ const file_peer_proto_rawDesc = "" +
 	"\x0eelection_epoch\x18\n" +
 	" \x01(\x04R\relectionEpoch\x12\x1d\n" +
 	"\n" +
-	"has_leader\x18\v \x01(\bR\thasLeader\".\n" +
+	"has_leader\x18\v \x01(\bR\thasLeader\x12*\n" +
+	"\x06monmap\x18\f \x01(\v2\x12.minimon.v1.MonMapR\x06monmap\".\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\t\n" +
 	"\x05PROBE\x10\x01\x12\t\n" +
@@ -841,11 +852,12 @@ const file_peer_proto_rawDesc = "" +
 	"\fForwardReply\x12\x14\n" +
 	"\x05reply\x18\x01 \x01(\fR\x05reply\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\x05R\x04code\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage2\xbc\x01\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage2\xf9\x01\n" +
 	"\x04Peer\x129\n" +
 	"\x04Send\x12\x18.minimon.v1.PeerEnvelope\x1a\x15.minimon.v1.SendReply(\x01\x128\n" +
 	"\x04Sync\x12\x17.minimon.v1.SyncRequest\x1a\x15.minimon.v1.SyncChunk0\x01\x12?\n" +
-	"\aForward\x12\x1a.minimon.v1.ForwardRequest\x1a\x18.minimon.v1.ForwardReplyB;Z9github.com/minimon/minimon/api/proto/minimon/v1;minimonv1b\x06proto3"
+	"\aForward\x12\x1a.minimon.v1.ForwardRequest\x1a\x18.minimon.v1.ForwardReply\x12;\n" +
+	"\x05Probe\x12\x18.minimon.v1.ProbeMessage\x1a\x18.minimon.v1.ProbeMessageB;Z9github.com/minimon/minimon/api/proto/minimon/v1;minimonv1b\x06proto3"
 
 var (
 	file_peer_proto_rawDescOnce sync.Once
@@ -871,28 +883,32 @@ var file_peer_proto_goTypes = []any{
 	(*SyncChunk)(nil),       // 6: minimon.v1.SyncChunk
 	(*ForwardRequest)(nil),  // 7: minimon.v1.ForwardRequest
 	(*ForwardReply)(nil),    // 8: minimon.v1.ForwardReply
-	(*PaxosMessage)(nil),    // 9: minimon.v1.PaxosMessage
-	(*ElectionMessage)(nil), // 10: minimon.v1.ElectionMessage
-	(*ExportChunk)(nil),     // 11: minimon.v1.ExportChunk
+	(*MonMap)(nil),          // 9: minimon.v1.MonMap
+	(*PaxosMessage)(nil),    // 10: minimon.v1.PaxosMessage
+	(*ElectionMessage)(nil), // 11: minimon.v1.ElectionMessage
+	(*ExportChunk)(nil),     // 12: minimon.v1.ExportChunk
 }
 var file_peer_proto_depIdxs = []int32{
 	0,  // 0: minimon.v1.ProbeMessage.op:type_name -> minimon.v1.ProbeMessage.Op
-	9,  // 1: minimon.v1.PeerEnvelope.paxos:type_name -> minimon.v1.PaxosMessage
-	10, // 2: minimon.v1.PeerEnvelope.election:type_name -> minimon.v1.ElectionMessage
-	1,  // 3: minimon.v1.PeerEnvelope.probe:type_name -> minimon.v1.ProbeMessage
-	11, // 4: minimon.v1.SyncChunk.chunk:type_name -> minimon.v1.ExportChunk
-	5,  // 5: minimon.v1.SyncChunk.versions:type_name -> minimon.v1.SyncVersion
-	2,  // 6: minimon.v1.Peer.Send:input_type -> minimon.v1.PeerEnvelope
-	4,  // 7: minimon.v1.Peer.Sync:input_type -> minimon.v1.SyncRequest
-	7,  // 8: minimon.v1.Peer.Forward:input_type -> minimon.v1.ForwardRequest
-	3,  // 9: minimon.v1.Peer.Send:output_type -> minimon.v1.SendReply
-	6,  // 10: minimon.v1.Peer.Sync:output_type -> minimon.v1.SyncChunk
-	8,  // 11: minimon.v1.Peer.Forward:output_type -> minimon.v1.ForwardReply
-	9,  // [9:12] is the sub-list for method output_type
-	6,  // [6:9] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	9,  // 1: minimon.v1.ProbeMessage.monmap:type_name -> minimon.v1.MonMap
+	10, // 2: minimon.v1.PeerEnvelope.paxos:type_name -> minimon.v1.PaxosMessage
+	11, // 3: minimon.v1.PeerEnvelope.election:type_name -> minimon.v1.ElectionMessage
+	1,  // 4: minimon.v1.PeerEnvelope.probe:type_name -> minimon.v1.ProbeMessage
+	12, // 5: minimon.v1.SyncChunk.chunk:type_name -> minimon.v1.ExportChunk
+	5,  // 6: minimon.v1.SyncChunk.versions:type_name -> minimon.v1.SyncVersion
+	2,  // 7: minimon.v1.Peer.Send:input_type -> minimon.v1.PeerEnvelope
+	4,  // 8: minimon.v1.Peer.Sync:input_type -> minimon.v1.SyncRequest
+	7,  // 9: minimon.v1.Peer.Forward:input_type -> minimon.v1.ForwardRequest
+	1,  // 10: minimon.v1.Peer.Probe:input_type -> minimon.v1.ProbeMessage
+	3,  // 11: minimon.v1.Peer.Send:output_type -> minimon.v1.SendReply
+	6,  // 12: minimon.v1.Peer.Sync:output_type -> minimon.v1.SyncChunk
+	8,  // 13: minimon.v1.Peer.Forward:output_type -> minimon.v1.ForwardReply
+	1,  // 14: minimon.v1.Peer.Probe:output_type -> minimon.v1.ProbeMessage
+	11, // [11:15] is the sub-list for method output_type
+	7,  // [7:11] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_peer_proto_init() }
@@ -903,6 +919,7 @@ func file_peer_proto_init() {
 	file_paxos_proto_init()
 	file_election_proto_init()
 	file_store_proto_init()
+	file_mon_proto_init()
 	file_peer_proto_msgTypes[1].OneofWrappers = []any{
 		(*PeerEnvelope_Paxos)(nil),
 		(*PeerEnvelope_Election)(nil),

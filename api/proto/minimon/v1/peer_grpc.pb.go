@@ -24,6 +24,7 @@ const (
 	Peer_Send_FullMethodName    = "/minimon.v1.Peer/Send"
 	Peer_Sync_FullMethodName    = "/minimon.v1.Peer/Sync"
 	Peer_Forward_FullMethodName = "/minimon.v1.Peer/Forward"
+	Peer_Probe_FullMethodName   = "/minimon.v1.Peer/Probe"
 )
 
 // PeerClient is the client API for Peer service.
@@ -38,6 +39,10 @@ type PeerClient interface {
 	// Peon -> leader write forwarding (design.md section 2). The RPC fails only for transport
 	// or fsid reasons; the forwarded call's own outcome travels in ForwardReply.code/message.
 	Forward(ctx context.Context, in *ForwardRequest, opts ...grpc.CallOption) (*ForwardReply, error)
+	// Probing for monitors that have no rank here (spec 2.3): anyone may ask; the answer is the
+	// REPLY a member would get (with the member map) and changes no state. A set fsid must be
+	// ours (PermissionDenied otherwise); an empty one is allowed, a joining monitor lacks it.
+	Probe(ctx context.Context, in *ProbeMessage, opts ...grpc.CallOption) (*ProbeMessage, error)
 }
 
 type peerClient struct {
@@ -90,6 +95,16 @@ func (c *peerClient) Forward(ctx context.Context, in *ForwardRequest, opts ...gr
 	return out, nil
 }
 
+func (c *peerClient) Probe(ctx context.Context, in *ProbeMessage, opts ...grpc.CallOption) (*ProbeMessage, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ProbeMessage)
+	err := c.cc.Invoke(ctx, Peer_Probe_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PeerServer is the server API for Peer service.
 // All implementations must embed UnimplementedPeerServer
 // for forward compatibility.
@@ -102,6 +117,10 @@ type PeerServer interface {
 	// Peon -> leader write forwarding (design.md section 2). The RPC fails only for transport
 	// or fsid reasons; the forwarded call's own outcome travels in ForwardReply.code/message.
 	Forward(context.Context, *ForwardRequest) (*ForwardReply, error)
+	// Probing for monitors that have no rank here (spec 2.3): anyone may ask; the answer is the
+	// REPLY a member would get (with the member map) and changes no state. A set fsid must be
+	// ours (PermissionDenied otherwise); an empty one is allowed, a joining monitor lacks it.
+	Probe(context.Context, *ProbeMessage) (*ProbeMessage, error)
 	mustEmbedUnimplementedPeerServer()
 }
 
@@ -120,6 +139,9 @@ func (UnimplementedPeerServer) Sync(*SyncRequest, grpc.ServerStreamingServer[Syn
 }
 func (UnimplementedPeerServer) Forward(context.Context, *ForwardRequest) (*ForwardReply, error) {
 	return nil, status.Error(codes.Unimplemented, "method Forward not implemented")
+}
+func (UnimplementedPeerServer) Probe(context.Context, *ProbeMessage) (*ProbeMessage, error) {
+	return nil, status.Error(codes.Unimplemented, "method Probe not implemented")
 }
 func (UnimplementedPeerServer) mustEmbedUnimplementedPeerServer() {}
 func (UnimplementedPeerServer) testEmbeddedByValue()              {}
@@ -178,6 +200,24 @@ func _Peer_Forward_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Peer_Probe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProbeMessage)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PeerServer).Probe(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Peer_Probe_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PeerServer).Probe(ctx, req.(*ProbeMessage))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Peer_ServiceDesc is the grpc.ServiceDesc for Peer service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -188,6 +228,10 @@ var Peer_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Forward",
 			Handler:    _Peer_Forward_Handler,
+		},
+		{
+			MethodName: "Probe",
+			Handler:    _Peer_Probe_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
