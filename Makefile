@@ -49,3 +49,7 @@ verify-proto: proto ## regenerate and fail if the committed code differs
 
 lint: ## golangci-lint v2 (installs it; takes minutes)
 	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...
+
+.PHONY: measure
+measure: build ## figures on this machine: cold start, failover after kill -9 of the leader, rejoin (RUNS, default 5)
+	$(GO) run ./test/e2e/measure -bin ./bin -runs $${RUNS:-5}

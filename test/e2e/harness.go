@@ -216,6 +216,9 @@ func NewCluster(bins Bins, dir string, o Options) (*Cluster, error) {
 	if o.N > len(Names) {
 		return nil, fmt.Errorf("at most %d monitors", len(Names))
 	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	addrs, err := FreeAddrs(o.N)
 	if err != nil {
 		return nil, err
