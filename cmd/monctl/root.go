@@ -112,6 +112,7 @@ large; 110 no monitor reachable or no quorum within --timeout; 1 anything else.`
 		newConfigCmd(o),
 		newConfigKeyCmd(o),
 		newWatchCmd(o),
+		newBenchCmd(o),
 		newCompletionCmd(o),
 	)
 	return root
