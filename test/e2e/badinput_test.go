@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -55,18 +56,30 @@ func newMuteListener(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// lastCommitted returns each monitor's last_committed (MonStatus, per monitor).
+// lastCommitted returns each monitor's last_committed (MonStatus, per monitor) once they all
+// agree: a peon learns a commit a moment after the leader acknowledged it.
 func (tc *testCluster) lastCommitted() map[string]uint64 {
 	tc.t.Helper()
-	out := map[string]uint64{}
-	for _, p := range tc.Procs {
-		s, err := MonStatus(tc.ctx(), tc.cl, p, 5*time.Second)
-		if err != nil {
-			tc.t.Fatalf("mon-status of mon.%s: %v", p.Name, err)
+	ctx := tc.ctx()
+	for {
+		out := map[string]uint64{}
+		var lcs []uint64
+		for _, p := range tc.Procs {
+			s, err := MonStatus(ctx, tc.cl, p, 5*time.Second)
+			if err != nil {
+				tc.t.Fatalf("mon-status of mon.%s: %v", p.Name, err)
+			}
+			out[p.Name] = s.GetPaxos().GetLastCommitted()
+			lcs = append(lcs, out[p.Name])
 		}
-		out[p.Name] = s.GetPaxos().GetLastCommitted()
+		if slices.Min(lcs) == slices.Max(lcs) {
+			return out
+		}
+		if ctx.Err() != nil {
+			tc.t.Fatalf("last_committed never converged: %v", out)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return out
 }
 
 // checkUnchanged fails the test when any monitor's last_committed moved from before.
