@@ -53,3 +53,31 @@ lint: ## golangci-lint v2 (installs it; takes minutes)
 .PHONY: measure
 measure: build ## figures on this machine: cold start, failover after kill -9 of the leader, rejoin (RUNS, default 5)
 	$(GO) run ./test/e2e/measure -bin ./bin -runs $${RUNS:-5}
+
+# Docker (deploy/): a FROM scratch image of the static binaries; nothing is pulled.
+IMAGE      ?= minimon
+IMAGE_TAG  ?= dev
+DOCKER_CTX := bin/docker
+MINIMON_HOST_PORT_BASE ?= 6789
+# `docker compose` (v2 plugin) when present, else docker-compose (v1, Debian's package).
+COMPOSE    ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+COMPOSE_FILE_ARGS := -f deploy/docker-compose.yml -p minimon
+COMPOSE_ENV := MINIMON_IMAGE=$(IMAGE):$(IMAGE_TAG) \
+	MINIMON_HOST_PORT_A=$(MINIMON_HOST_PORT_BASE) \
+	MINIMON_HOST_PORT_B=$$(($(MINIMON_HOST_PORT_BASE)+1)) \
+	MINIMON_HOST_PORT_C=$$(($(MINIMON_HOST_PORT_BASE)+2))
+
+.PHONY: docker compose-up compose-down test-compose
+docker: build ## image minimon:dev (IMAGE, IMAGE_TAG): FROM scratch with the static bin/monitord and bin/monctl, uid 65532
+	rm -rf $(DOCKER_CTX) && mkdir -p $(DOCKER_CTX)/data
+	cp bin/monitord bin/monctl $(DOCKER_CTX)/
+	docker build -f deploy/Dockerfile --label org.opencontainers.image.version=$(VERSION) -t $(IMAGE):$(IMAGE_TAG) $(DOCKER_CTX)
+
+compose-up: docker ## 3 monitors in docker compose, client ports 127.0.0.1:MINIMON_HOST_PORT_BASE.. (default 6789-6791)
+	$(COMPOSE_ENV) $(COMPOSE) $(COMPOSE_FILE_ARGS) up -d
+
+compose-down: ## stop the compose cluster and delete its volumes
+	$(COMPOSE_ENV) $(COMPOSE) $(COMPOSE_FILE_ARGS) down -v --remove-orphans
+
+test-compose: docker ## compose cluster under faults: leader stop, partitions, rejoin (needs docker; ~30 s)
+	IMAGE=$(IMAGE):$(IMAGE_TAG) COMPOSE="$(COMPOSE)" ./test/compose/run.sh
