@@ -207,26 +207,47 @@ func TestRejoin(t *testing.T) {
 	}
 	tc.kill(leader)
 	tc.waitQuorum(tc.others(leader)...)
+	var version uint64
 	for _, v := range []string{"v2", "v3", "v4"} {
-		if _, err := tc.cl.KVSet(ctx, "k", []byte(v)); err != nil {
+		r, err := tc.cl.KVSet(ctx, "k", []byte(v))
+		if err != nil {
 			t.Fatal(err)
 		}
+		version = r.GetVersion()
 	}
 	tc.restart(leader)
 	tc.waitQuorum(tc.Procs...)
+	// The value must be in the rejoined monitor's own store, not only behind a forwarded read.
+	tc.waitCaughtUp(leader, version)
 	one, err := tc.Client(leader.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer one.Close()
 	mustGet(t, ctx, one, "k", "v4")
-	if s := tc.monStatusCLI(leader); !InQuorum2(s.State) {
+	if s := tc.monStatusCLI(leader); !inQuorumState(s.State) {
 		t.Errorf("restarted mon.%s state %q", leader.Name, s.State)
 	}
 }
 
-// InQuorum2 reports whether a mon-status state is inside a quorum.
-func InQuorum2(state string) bool { return state == "leader" || state == "peon" }
+// inQuorumState reports whether a mon-status state is inside a quorum.
+func inQuorumState(state string) bool { return state == "leader" || state == "peon" }
+
+// waitCaughtUp waits until p's own last_committed reaches version.
+func (tc *testCluster) waitCaughtUp(p *Proc, version uint64) {
+	tc.t.Helper()
+	ctx := tc.ctx()
+	for {
+		s, err := MonStatus(ctx, tc.cl, p, 5*time.Second)
+		if err == nil && s.GetPaxos().GetLastCommitted() >= version {
+			return
+		}
+		if ctx.Err() != nil {
+			tc.t.Fatalf("mon.%s never reached version %d: %v, %v", p.Name, version, s, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
 
 // TestFullSyncAndTrim: a monitor down while more than paxos_min + paxos_trim_min versions
 // were committed catches up by a full sync, and every monitor trims its log.
@@ -332,6 +353,7 @@ func TestMinority(t *testing.T) {
 	if code, _, errOut := tc.monctl("config-key", "set", "k", "new"); code != 0 {
 		t.Fatalf("set new: exit %d, %q", code, errOut)
 	}
+	newVersion := tc.lastCommittedOf(tc.others(lone))
 	for _, p := range tc.others(lone) {
 		tc.kill(p)
 	}
@@ -366,7 +388,7 @@ func TestMinority(t *testing.T) {
 	if err == nil || !isNoQuorum(err) {
 		t.Errorf("client read with 1 of 3 alive: %q, %v (want a no-quorum error)", got, err)
 	}
-	if s := tc.monStatusCLI(lone); InQuorum2(s.State) {
+	if s := tc.monStatusCLI(lone); inQuorumState(s.State) {
 		t.Errorf("lone monitor reports state %q", s.State)
 	}
 
@@ -374,12 +396,23 @@ func TestMinority(t *testing.T) {
 		tc.restart(p)
 	}
 	tc.waitQuorum(tc.Procs...)
+	tc.waitCaughtUp(lone, newVersion)
 	one, err := tc.Client(lone.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer one.Close()
 	mustGet(t, ctx, one, "k", "new")
+}
+
+// lastCommittedOf returns the highest last_committed among procs.
+func (tc *testCluster) lastCommittedOf(procs []*Proc) uint64 {
+	tc.t.Helper()
+	var lc uint64
+	for _, p := range procs {
+		lc = max(lc, tc.monStatusCLI(p).Paxos.LastCommitted)
+	}
+	return lc
 }
 
 // TestHuntDeadFirst: a client given a dead monitor first (killed, never started, or a port
