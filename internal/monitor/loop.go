@@ -27,6 +27,7 @@ type loopState struct {
 	monmap *minimonv1.MonMap
 	mm     *services.Monmap
 	kv     *services.KV
+	cfg    *services.Config
 
 	inflight       int  // Persist calls whose completion the loop has not run yet
 	rebuild        bool // a committed monmap changed the members: rebuild the node once idle
@@ -205,6 +206,9 @@ func (m *Monitor) onCommit(entries []paxos.Entry) {
 	if err := m.l.kv.Refresh(m.store); err != nil {
 		m.lg.Error("kv refresh failed", zap.Error(err))
 	}
+	if err := m.l.cfg.Refresh(m.store); err != nil {
+		m.lg.Error("config refresh failed", zap.Error(err))
+	}
 	if cur := m.l.mm.Current(); cur != nil && cur.GetEpoch() > m.l.monmap.GetEpoch() {
 		if cur.GetEpoch() <= 1 && sameMembers(cur, m.l.monmap) {
 			m.l.monmap = cur // the founding map, now committed: nothing to rebuild
@@ -241,6 +245,11 @@ func (m *Monitor) onRoleChange(old, new node.Role, why string) {
 		m.met.isLeader.Set(1)
 	} else {
 		m.met.isLeader.Set(0)
+	}
+	if old == node.Leader || new == node.Leader {
+		// A new leader starts with nothing staged (create_pending): its earlier staged
+		// changes either failed or commit through recovery and arrive by refresh.
+		m.l.cfg.Discard()
 	}
 	if old == node.Leader {
 		m.l.mm.Discard()

@@ -170,6 +170,12 @@ func New(cfg Config, lg *zap.Logger, opts ...Option) (_ *Monitor, err error) {
 		_ = tr.Close()
 		return nil, fmt.Errorf("monitor: load the monmap: %w", err)
 	}
+	m.l.cfg = services.NewConfig(services.ConfigOptions{})
+	m.l.cfg.Now = time.Now
+	if err := m.l.cfg.Refresh(st); err != nil {
+		_ = tr.Close()
+		return nil, fmt.Errorf("monitor: load the central config: %w", err)
+	}
 	m.srv, m.hs = m.newGRPCServer()
 	return m, nil
 }

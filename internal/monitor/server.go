@@ -231,6 +231,9 @@ func (m *Monitor) write(ctx context.Context, method string, req, reply proto.Mes
 		switch {
 		case st.Role == node.Leader:
 			upd, err := build()
+			if errors.Is(err, errWriteNotYet) {
+				return false
+			}
 			if err != nil {
 				res.err = toStatus(err)
 				return true
@@ -276,7 +279,15 @@ func (m *Monitor) write(ctx context.Context, method string, req, reply proto.Mes
 		if err := m.forward(ctx, res.forward, method, req, reply); err != nil {
 			return nil, err
 		}
-		return reply.(*minimonv1.KVWriteReply), nil
+		// Every write reply has the message and version of KVWriteReply (ConfigWriteReply).
+		r, ok := reply.(interface {
+			GetMessage() string
+			GetVersion() uint64
+		})
+		if !ok {
+			return nil, status.Errorf(codes.Internal, "forwarded %s: unexpected reply %T", method, reply)
+		}
+		return &minimonv1.KVWriteReply{Message: r.GetMessage(), Version: r.GetVersion()}, nil
 	case res.done == nil:
 		return res.reply, nil // nothing to change
 	}
@@ -325,6 +336,9 @@ func (m *Monitor) handleForward(ctx context.Context, method string, b []byte) ([
 			return nil, status.Errorf(codes.InvalidArgument, "forwarded %s: %v", method, err)
 		}
 		reply, err = cs.kvRm(ctx, req, true)
+	case minimonv1.Monitor_ConfigSet_FullMethodName, minimonv1.Monitor_ConfigRm_FullMethodName,
+		minimonv1.Monitor_ConfigReset_FullMethodName:
+		reply, err = cs.handleForwardConfig(ctx, method, b)
 	default:
 		return nil, status.Errorf(codes.Unimplemented, "forwarding %s: not implemented yet", method)
 	}
@@ -662,30 +676,6 @@ func (s *clientServer) MonAdd(context.Context, *minimonv1.MonAddRequest) (*minim
 
 func (s *clientServer) MonRemove(context.Context, *minimonv1.MonRemoveRequest) (*minimonv1.MonRemoveReply, error) {
 	return nil, notYet("mon remove")
-}
-
-func (s *clientServer) ConfigSet(context.Context, *minimonv1.ConfigSetRequest) (*minimonv1.ConfigWriteReply, error) {
-	return nil, notYet("config set")
-}
-
-func (s *clientServer) ConfigRm(context.Context, *minimonv1.ConfigRmRequest) (*minimonv1.ConfigWriteReply, error) {
-	return nil, notYet("config rm")
-}
-
-func (s *clientServer) ConfigReset(context.Context, *minimonv1.ConfigResetRequest) (*minimonv1.ConfigWriteReply, error) {
-	return nil, notYet("config reset")
-}
-
-func (s *clientServer) ConfigGet(context.Context, *minimonv1.ConfigGetRequest) (*minimonv1.ConfigGetReply, error) {
-	return nil, notYet("config get")
-}
-
-func (s *clientServer) ConfigDump(context.Context, *minimonv1.ConfigDumpRequest) (*minimonv1.ConfigDumpReply, error) {
-	return nil, notYet("config dump")
-}
-
-func (s *clientServer) ConfigLog(context.Context, *minimonv1.ConfigLogRequest) (*minimonv1.ConfigLogReply, error) {
-	return nil, notYet("config log")
 }
 
 func (s *clientServer) Watch(*minimonv1.WatchRequest, grpc.ServerStreamingServer[minimonv1.WatchEvent]) error {
