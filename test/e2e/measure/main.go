@@ -76,6 +76,7 @@ func run(runs int, bin string, keep bool) error {
 	failover := &figures{name: "kill -9 leader -> next write acknowledged"}
 	rejoin := &figures{name: "restart of killed leader -> in quorum"}
 	rejoinRead := &figures{name: "restart of killed leader -> serves latest value"}
+	stall := &figures{name: "longest write while the killed leader rejoins"}
 	for i := range runs {
 		r, err := oneRun(bins, filepath.Join(dir, fmt.Sprintf("run%d", i)))
 		if err != nil {
@@ -86,15 +87,16 @@ func run(runs int, bin string, keep bool) error {
 		failover.samples = append(failover.samples, r.failover)
 		rejoin.samples = append(rejoin.samples, r.rejoin)
 		rejoinRead.samples = append(rejoinRead.samples, r.rejoinRead)
-		fmt.Fprintf(os.Stderr, "run %d: quorum %v, first write %v, failover %v, rejoin %v (serves latest %v)\n",
-			i+1, ms(r.quorum), ms(r.cold), ms(r.failover), ms(r.rejoin), ms(r.rejoinRead))
+		stall.samples = append(stall.samples, r.rejoinStall)
+		fmt.Fprintf(os.Stderr, "run %d: quorum %v, first write %v, failover %v, rejoin %v (serves latest %v, longest write %v)\n",
+			i+1, ms(r.quorum), ms(r.cold), ms(r.failover), ms(r.rejoin), ms(r.rejoinRead), ms(r.rejoinStall))
 	}
 
 	host, _ := os.Hostname()
 	fmt.Printf("minimon figures: %d runs, 3 monitors on 127.0.0.1, default protocol options, host %s\n\n", runs, host)
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "figure\tmedian\tmin\tmax\tsamples\t")
-	for _, f := range []*figures{quorum, cold, failover, rejoin, rejoinRead} {
+	for _, f := range []*figures{quorum, cold, failover, rejoin, rejoinRead, stall} {
 		s := slices.Sorted(slices.Values(f.samples))
 		var all []string
 		for _, d := range f.samples {
@@ -117,7 +119,8 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.0fms", float64(d)/float6
 
 type result struct {
 	quorum, cold, failover, rejoin, rejoinRead time.Duration
-	staleReads                                 int // wrong definite answers from the rejoined monitor
+	rejoinStall                                time.Duration // longest write during the rejoin
+	staleReads                                 int           // wrong definite answers from the rejoined monitor
 }
 
 // newClient: a client with tight hunting backoffs, so the figures measure the cluster and not
@@ -210,6 +213,25 @@ func oneRun(bins e2e.Bins, dir string) (r result, err error) {
 		return r, err
 	}
 	defer one.Close()
+	// A writer runs through the rejoin: the admission election (design.md 4a rule 6) may
+	// hold every write until the restarted monitor's horizon has passed.
+	wctx, wstop := context.WithCancel(ctx)
+	var wwg sync.WaitGroup
+	var maxStall time.Duration
+	var werr error
+	wwg.Go(func() {
+		for i := 0; wctx.Err() == nil; i++ {
+			start := time.Now()
+			if _, err := cl.KVSet(wctx, fmt.Sprintf("rejoin-%d", i), []byte("x")); err != nil {
+				if wctx.Err() == nil {
+					werr = err
+				}
+				return
+			}
+			maxStall = max(maxStall, time.Since(start))
+		}
+	})
+	defer func() { wstop(); wwg.Wait() }()
 	t0 = time.Now()
 	if err := leader.Start(); err != nil {
 		return r, err
@@ -247,22 +269,37 @@ func oneRun(bins e2e.Bins, dir string) (r result, err error) {
 		time.Sleep(2 * time.Millisecond)
 	}
 	r.rejoinRead = time.Since(t0)
+	wstop()
+	wwg.Wait()
+	if werr != nil {
+		return r, fmt.Errorf("write during rejoin: %w", werr)
+	}
+	r.rejoinStall = maxStall
 	return r, nil
 }
 
-// pollLeader returns when some monitor first reports itself leader of a majority.
+// pollLeader returns when some monitor first reports itself leader of a majority. Each
+// monitor is polled on its own, so one slow to answer does not delay seeing another.
 func pollLeader(ctx context.Context, cl *client.Client, procs []*e2e.Proc) time.Time {
-	for {
-		for _, p := range procs {
-			s, err := e2e.MonStatus(ctx, cl, p, 200*time.Millisecond)
-			if err == nil && s.GetState() == "leader" && 2*len(s.GetQuorum()) > len(procs) {
-				return time.Now()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	seen := make(chan time.Time, len(procs))
+	for _, p := range procs {
+		go func() {
+			for ctx.Err() == nil {
+				s, err := e2e.MonStatus(ctx, cl, p, 100*time.Millisecond)
+				if err == nil && s.GetState() == "leader" && 2*len(s.GetQuorum()) > len(procs) {
+					seen <- time.Now()
+					return
+				}
+				time.Sleep(2 * time.Millisecond)
 			}
-		}
-		select {
-		case <-ctx.Done():
-			return time.Time{}
-		case <-time.After(5 * time.Millisecond):
-		}
+		}()
+	}
+	select {
+	case at := <-seen:
+		return at
+	case <-ctx.Done():
+		return time.Time{}
 	}
 }
