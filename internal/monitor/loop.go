@@ -40,6 +40,8 @@ type loopState struct {
 	changedUsed bool
 
 	lastBeginPN, lastBeginLC uint64
+
+	watch watchHub // attached watches (watch.go)
 }
 
 // loop is the event loop: the only goroutine that touches the node and the services.
@@ -80,6 +82,7 @@ func (m *Monitor) loop(ctx context.Context) error {
 func (m *Monitor) tick(now time.Time) {
 	m.l.node.Tick(now)
 	m.maybeCreateMonmap(now)
+	m.watchTick()
 	st := m.l.node.Status()
 	m.met.electionEpoch.Set(float64(st.ElectionEpoch))
 	m.wake()
@@ -206,6 +209,7 @@ func (m *Monitor) onCommit(entries []paxos.Entry) {
 	if err := m.l.kv.Refresh(m.store); err != nil {
 		m.lg.Error("kv refresh failed", zap.Error(err))
 	}
+	m.watchCommit(entries)
 	if err := m.l.cfg.Refresh(m.store); err != nil {
 		m.lg.Error("config refresh failed", zap.Error(err))
 	}
@@ -234,6 +238,9 @@ func (m *Monitor) onRoleChange(old, new node.Role, why string) {
 		m.hs.SetServingStatus("", hs)
 		m.hs.SetServingStatus(minimonv1.Monitor_ServiceDesc.ServiceName, hs)
 		m.lg.Info("health", zap.Stringer("status", hs), zap.String("why", why))
+	}
+	if !in {
+		m.endAllWatches(errWatchUnavailable) // watches follow a readable monitor only
 	}
 	if in {
 		m.met.elections.Inc()

@@ -677,7 +677,3 @@ func (s *clientServer) MonAdd(context.Context, *minimonv1.MonAddRequest) (*minim
 func (s *clientServer) MonRemove(context.Context, *minimonv1.MonRemoveRequest) (*minimonv1.MonRemoveReply, error) {
 	return nil, notYet("mon remove")
 }
-
-func (s *clientServer) Watch(*minimonv1.WatchRequest, grpc.ServerStreamingServer[minimonv1.WatchEvent]) error {
-	return notYet("watch")
-}
