@@ -67,7 +67,7 @@ func (o *daemonOpts) serve(ctx context.Context, unknownEnv []string) error {
 			return fmt.Errorf("--%s: %w", monitor.FlagMetricsAddr, err)
 		}
 	}
-	m, err := monitor.New(o.cfg, lg)
+	m, err := monitor.New(o.cfg, lg, monitor.WithContext(ctx))
 	if err != nil {
 		if mlis != nil {
 			_ = mlis.Close()

@@ -43,10 +43,8 @@ const KeyInitialMembers = "initial_members"
 var (
 	// ErrRemoved: this monitor is no longer in the committed member map (Run returns it; the
 	// daemon exits with status 0 so a supervisor does not restart it).
-	ErrRemoved = errors.New("monitor: removed from the monmap")
-	// ErrJoinNotSupported: --join is a later issue.
-	ErrJoinNotSupported = errors.New("monitor: --join is not supported yet: found the cluster with --initial-members")
-	errStopping         = errors.New("monitor: shutting down")
+	ErrRemoved  = errors.New("monitor: removed from the monmap")
+	errStopping = errors.New("monitor: shutting down")
 )
 
 // shutdownGrace bounds GracefulStop: a client stream that will not end must not hold up exit.
@@ -59,7 +57,9 @@ const tickInterval = 10 * time.Millisecond
 type Option func(*options)
 
 type options struct {
-	lis net.Listener
+	lis         net.Listener
+	ctx         context.Context // bounds the --join start-up (membership.go); nil: Background
+	joinTimeout time.Duration   // 0: DefaultJoinTimeout
 }
 
 // WithListener serves on lis instead of listening on cfg.Addr (tests bind 127.0.0.1:0 first,
@@ -126,11 +126,17 @@ func New(cfg Config, lg *zap.Logger, opts ...Option) (_ *Monitor, err error) {
 			_ = st.Close()
 		}
 	}()
-	fsid, mm, err := loadIdentity(st, &cfg)
+	lg = lg.With(zap.String("mon", cfg.Name))
+	var fsid string
+	var mm *minimonv1.MonMap
+	if len(cfg.Join) > 0 {
+		fsid, mm, err = joinStart(o, st, &cfg, lg)
+	} else {
+		fsid, mm, err = loadIdentity(st, &cfg)
+	}
 	if err != nil {
 		return nil, err
 	}
-	lg = lg.With(zap.String("mon", cfg.Name))
 	rank := rankOf(mm, cfg.Name)
 	if rank < 0 {
 		return nil, fmt.Errorf("%w: mon.%s is not in monmap epoch %d", ErrRemoved, cfg.Name, mm.GetEpoch())
@@ -210,19 +216,27 @@ func loadIdentity(st *kvstore.DB, cfg *Config) (string, *minimonv1.MonMap, error
 		return "", nil, fmt.Errorf("monitor: store %s has format version %x, this monitor reads %d", path, fv, kvstore.FormatVersion)
 	}
 	mm, err := services.NewMonmap().Latest(st)
-	switch {
-	case err == nil:
-		return fsid, mm, nil
-	case !errors.Is(err, services.ErrNotFound):
+	if err != nil && !errors.Is(err, services.ErrNotFound) {
 		return "", nil, fmt.Errorf("monitor: store %s: %w", path, err)
 	}
 	b, err := st.Get(kvstore.BucketMeta, []byte(KeyInitialMembers))
-	if err != nil || b == nil {
-		return "", nil, fmt.Errorf("monitor: store %s has neither a monmap nor the founding members", path)
+	if err != nil {
+		return "", nil, fmt.Errorf("monitor: store %s: %w", path, err)
 	}
-	mm = &minimonv1.MonMap{}
-	if err := proto.Unmarshal(b, mm); err != nil {
+	if b == nil {
+		if mm == nil {
+			return "", nil, fmt.Errorf("monitor: store %s has neither a monmap nor the founding members", path)
+		}
+		return fsid, mm, nil
+	}
+	first := &minimonv1.MonMap{}
+	if err := proto.Unmarshal(b, first); err != nil {
 		return "", nil, fmt.Errorf("monitor: store %s: founding members: %w", path, err)
+	}
+	// A joined monitor keeps the map it joined with (membership.go) until it has caught up
+	// to that epoch: an older committed map may not even hold it yet.
+	if mm == nil || first.GetEpoch() > mm.GetEpoch() {
+		return fsid, first, nil
 	}
 	return fsid, mm, nil
 }
@@ -233,9 +247,6 @@ func firstStart(st *kvstore.DB, cfg *Config) (string, *minimonv1.MonMap, error) 
 		return "", nil, fmt.Errorf("monitor: store %s: %w", st.Path(), err)
 	} else if len(sizes) > 0 {
 		return "", nil, fmt.Errorf("monitor: store %s holds data but no cluster id (meta/fsid): refusing to guess", st.Path())
-	}
-	if len(cfg.Join) > 0 {
-		return "", nil, ErrJoinNotSupported
 	}
 	if len(cfg.InitialMembers) == 0 {
 		return "", nil, fmt.Errorf("monitor: the store in %s is empty: the first start needs --%s (or --%s)",
@@ -450,15 +461,15 @@ func (m *Monitor) resumeSync() error {
 	if cur == nil {
 		return nil // nothing committed yet anywhere: the founding map stays
 	}
-	switch rank := rankOf(cur, m.cfg.Name); {
-	case rank < 0:
-		return fmt.Errorf("%w: mon.%s is not in monmap epoch %d", ErrRemoved, m.cfg.Name, cur.GetEpoch())
-	case rank != m.l.rank:
-		return fmt.Errorf("monitor: rank changed from %d to %d in monmap epoch %d; restart the monitor",
-			m.l.rank, rank, cur.GetEpoch())
+	if cur.GetEpoch() <= m.l.monmap.GetEpoch() {
+		return nil // a joined monitor's map is newer than the synced store's
 	}
-	m.l.monmap = cur
-	m.tr.SetPeers(peersOf(cur))
+	rank := rankOf(cur, m.cfg.Name)
+	if rank < 0 {
+		m.lg.Warn(fmt.Sprintf("removed from the member map at epoch %d; exiting", cur.GetEpoch()))
+		return fmt.Errorf("%w: mon.%s is not in monmap epoch %d", ErrRemoved, m.cfg.Name, cur.GetEpoch())
+	}
+	m.setMembers(cur, rank)
 	return nil
 }
 

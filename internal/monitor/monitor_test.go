@@ -421,14 +421,16 @@ func TestStoreIdentityChecks(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// An empty data dir needs --initial-members; --join is not supported yet.
+	// An empty data dir needs --initial-members (or --join).
 	empty := testConfig("a", filepath.Join(t.TempDir(), "x"), cfg.Addr, nil)
 	if _, err := New(empty, zaptest.NewLogger(t)); err == nil || !strings.Contains(err.Error(), "--initial-members") {
 		t.Fatalf("New on an empty store without members = %v", err)
 	}
-	empty.Join = []string{"127.0.0.1:6789"}
-	if _, err := New(empty, zaptest.NewLogger(t)); !errors.Is(err, ErrJoinNotSupported) {
-		t.Fatalf("New with --join = %v", err)
+	// --join is for the first start only.
+	joinAgain := again
+	joinAgain.Join = []string{"127.0.0.1:1"}
+	if _, err := New(joinAgain, zaptest.NewLogger(t)); err == nil || !strings.Contains(err.Error(), "already initialized") {
+		t.Fatalf("New with --join on an initialized store = %v", err)
 	}
 }
 

@@ -201,6 +201,7 @@ func (t *Transport) Send(to int32, env *minimonv1.PeerEnvelope) {
 	t.mu.RLock()
 	p := t.peers[to]
 	closed := t.closed
+	rank := t.rank // changes when the member map shifts ranks (setRank)
 	t.mu.RUnlock()
 	if p == nil || closed || env == nil {
 		t.stats.droppedUnknownPeer.Add(1)
@@ -208,7 +209,7 @@ func (t *Transport) Send(to int32, env *minimonv1.PeerEnvelope) {
 	}
 	out := &minimonv1.PeerEnvelope{
 		Fsid:     t.fsid,
-		FromRank: t.rank,
+		FromRank: rank,
 		FromName: t.name,
 		Epoch:    env.GetEpoch(),
 		Body:     env.Body,
