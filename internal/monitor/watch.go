@@ -546,7 +546,9 @@ func (m *Monitor) enqueue(w *watcher, ev *minimonv1.WatchEvent) bool {
 		}
 	}
 	w.bytes.Add(-size)
-	m.endWatch(w, status.Errorf(codes.ResourceExhausted, "watch fell behind; resume from version %d", w.sent.Load()), true)
+	// Aborted, not ResourceExhausted: the client library reattaches on Aborted and resumes from
+	// the last version it saw, so a slow reader loses nothing and the server holds nothing.
+	m.endWatch(w, status.Errorf(codes.Aborted, "watch fell behind; resume from version %d", w.sent.Load()), true)
 	return false
 }
 
