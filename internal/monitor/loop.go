@@ -33,6 +33,7 @@ type loopState struct {
 	rebuild        bool // a committed monmap changed the members: rebuild the node once idle
 	creatingMonmap bool // the leader's CreateInitial value is in flight
 	exitErr        error
+	mem            membership // member map changes (membership.go)
 
 	// changed wakes requests waiting for a quorum, a lease or a leader: closed (and replaced)
 	// on every tick and state change while someone holds it.
@@ -57,7 +58,9 @@ func (m *Monitor) loop(ctx context.Context) error {
 			m.lg.Error("store write failed; stopping", zap.Error(err))
 			return err
 		case env := <-inbox:
-			m.l.node.Step(time.Now(), env)
+			if m.fromMember(env) {
+				m.l.node.Step(time.Now(), env)
+			}
 		case dones := <-m.writeDone:
 			for _, d := range dones {
 				d()
@@ -82,6 +85,7 @@ func (m *Monitor) loop(ctx context.Context) error {
 func (m *Monitor) tick(now time.Time) {
 	m.l.node.Tick(now)
 	m.maybeCreateMonmap(now)
+	m.membershipTick(now)
 	m.watchTick()
 	st := m.l.node.Status()
 	m.met.electionEpoch.Set(float64(st.ElectionEpoch))
@@ -127,7 +131,8 @@ func (m *Monitor) nodeConfig() node.Config {
 }
 
 // endsEpoch is paxos Config.EndsEpoch (rule 8): a committed monmap change ends the epoch,
-// except the founding map committed as epoch 1, which changes nothing the quorum runs with.
+// except a map no newer than the one we run with: the founding map committed as epoch 1, or
+// history a joined or catching-up monitor replays up to the map it already runs with.
 func (m *Monitor) endsEpoch(value []byte) bool {
 	if !services.IsMonmapChange(value) {
 		return false
@@ -136,7 +141,7 @@ func (m *Monitor) endsEpoch(value []byte) bool {
 	if mm == nil {
 		return true
 	}
-	return !(mm.GetEpoch() <= max(m.l.monmap.GetEpoch(), 1) && sameMembers(mm, m.l.monmap))
+	return mm.GetEpoch() > max(m.l.monmap.GetEpoch(), 1)
 }
 
 // monmapIn returns the map a monmap-changing value writes (nil if it cannot tell).
@@ -167,37 +172,6 @@ func (m *Monitor) startNode(now time.Time) error {
 	m.l.node = n
 	n.Start(now)
 	return nil
-}
-
-// rebuildNode restarts the protocol with the new member map once no write of the old node is
-// in flight (a new node reading the store before an old promise is durable could regress it).
-func (m *Monitor) rebuildNode(now time.Time) {
-	m.l.rebuild = false
-	mm := m.l.mm.Current()
-	if mm == nil {
-		return
-	}
-	rank := rankOf(mm, m.cfg.Name)
-	switch {
-	case rank < 0:
-		m.lg.Warn("removed from the monmap; stopping", zap.Uint64("monmap_epoch", mm.GetEpoch()))
-		m.l.exitErr = ErrRemoved
-		return
-	case rank != m.l.rank:
-		// Peers identify senders by rank and the transport stamps ours: restart (Ceph
-		// re-executes itself).
-		m.l.exitErr = fmt.Errorf("monitor: rank changed from %d to %d in monmap epoch %d; restart the monitor",
-			m.l.rank, rank, mm.GetEpoch())
-		return
-	}
-	m.lg.Info("member map changed: rebuilding", zap.Uint64("monmap_epoch", mm.GetEpoch()),
-		zap.Int("mons", len(mm.GetMons())))
-	m.l.node.Stop()
-	m.l.monmap = mm
-	m.tr.SetPeers(peersOf(mm))
-	if err := m.startNode(now); err != nil {
-		m.l.exitErr = err
-	}
 }
 
 // onCommit runs after committed values are durable: services refresh (update_from_paxos).
@@ -269,7 +243,9 @@ func (m *Monitor) onRoleChange(old, new node.Role, why string) {
 // maybeCreateMonmap: the first leader of a new cluster proposes the founding map as epoch 1
 // (Ceph's create_initial, spec 6.3: the first value of a new cluster codifies the monmap).
 func (m *Monitor) maybeCreateMonmap(now time.Time) {
-	if m.l.creatingMonmap || m.l.mm.Current() != nil || m.l.node.Role() != node.Leader {
+	// Only with the founding map: a joined monitor runs with a committed map (epoch >= 1) and
+	// must never propose one of its own.
+	if m.l.creatingMonmap || m.l.mm.Current() != nil || m.l.monmap.GetEpoch() != 0 || m.l.node.Role() != node.Leader {
 		return
 	}
 	members := make([]services.Member, 0, len(m.l.monmap.GetMons()))

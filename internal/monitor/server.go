@@ -339,6 +339,8 @@ func (m *Monitor) handleForward(ctx context.Context, method string, b []byte) ([
 	case minimonv1.Monitor_ConfigSet_FullMethodName, minimonv1.Monitor_ConfigRm_FullMethodName,
 		minimonv1.Monitor_ConfigReset_FullMethodName:
 		reply, err = cs.handleForwardConfig(ctx, method, b)
+	case minimonv1.Monitor_MonAdd_FullMethodName, minimonv1.Monitor_MonRemove_FullMethodName:
+		reply, err = m.handleForwardMembers(ctx, method, b)
 	default:
 		return nil, status.Errorf(codes.Unimplemented, "forwarding %s: not implemented yet", method)
 	}
@@ -544,7 +546,7 @@ func (m *Monitor) probeReply() *minimonv1.ProbeMessage {
 		MonmapEpoch:    max(m.l.monmap.GetEpoch(), 1),
 		FirstCommitted: st.FirstCommitted, LastCommitted: st.LastCommitted,
 		ElectionEpoch: st.ElectionEpoch,
-		Monmap:        m.currentMonmap(),
+		Monmap:        m.memberMap(),
 	}
 	if st.Role.InQuorum() {
 		r.Quorum = slices.Clone(st.Quorum)
@@ -668,12 +670,4 @@ func (s *clientServer) KVRm(ctx context.Context, req *minimonv1.KVRmRequest) (*m
 func (s *clientServer) kvRm(ctx context.Context, req *minimonv1.KVRmRequest, forwarded bool) (*minimonv1.KVWriteReply, error) {
 	return s.m.write(ctx, minimonv1.Monitor_KVRm_FullMethodName, req, &minimonv1.KVWriteReply{}, forwarded,
 		func() (services.Update, error) { return s.m.l.kv.Rm(s.m.store, req.GetKey()) })
-}
-
-func (s *clientServer) MonAdd(context.Context, *minimonv1.MonAddRequest) (*minimonv1.MonAddReply, error) {
-	return nil, notYet("mon add")
-}
-
-func (s *clientServer) MonRemove(context.Context, *minimonv1.MonRemoveRequest) (*minimonv1.MonRemoveReply, error) {
-	return nil, notYet("mon remove")
 }
