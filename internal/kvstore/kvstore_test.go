@@ -603,10 +603,10 @@ func TestU64Key(t *testing.T) {
 
 func TestSchema(t *testing.T) {
 	b := Buckets()
-	if !slices.IsSorted(b) || len(b) != 6 {
+	if !slices.IsSorted(b) || len(b) != 7 {
 		t.Fatalf("Buckets() = %v", b)
 	}
-	for _, name := range append(ServiceBuckets(), BucketPaxos, BucketElection, BucketMeta) {
+	for _, name := range append(ServiceBuckets(), BucketPaxos, BucketElection, BucketMeta, BucketDedup) {
 		if !slices.Contains(b, name) {
 			t.Fatalf("%s missing from Buckets()", name)
 		}

@@ -14,6 +14,7 @@ const (
 	BucketMonmap   = "monmap"   // monmap service
 	BucketConfig   = "config"   // config service
 	BucketKV       = "kv"       // kv service
+	BucketDedup    = "dedup"    // client write deduplication records (internal/monitor/dedup.go)
 )
 
 // Keys of BucketMeta.
@@ -30,7 +31,7 @@ const FormatVersion uint64 = 1
 // Buckets returns the names of the buckets the project declares, in name order. It returns a
 // fresh slice so callers cannot change the schema by accident.
 func Buckets() []string {
-	return []string{BucketConfig, BucketElection, BucketKV, BucketMeta, BucketMonmap, BucketPaxos}
+	return []string{BucketConfig, BucketDedup, BucketElection, BucketKV, BucketMeta, BucketMonmap, BucketPaxos}
 }
 
 // ServiceBuckets returns the buckets of the services (each holds its own first_committed,

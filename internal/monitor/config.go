@@ -58,6 +58,12 @@ type Config struct {
 	MonConfigKeyMaxEntrySize int // bytes; cap of one config-key (and config) value
 	MonSyncMaxPayloadSize    int // bytes per sync chunk
 	MonSyncMaxPayloadKeys    int // keys per sync chunk
+
+	// Health checks (health.go, spec 7.4).
+	MonDataAvailWarn int           // mon_data_avail_warn: MON_DISK_LOW at or below this % free
+	MonDataAvailCrit int           // mon_data_avail_crit: MON_DISK_CRIT (HEALTH_ERR) at or below
+	MonDataSizeWarn  int64         // mon_data_size_warn: MON_DISK_BIG above this many store bytes
+	MonSlowWrite     time.Duration // mon_slow_write (minimon): MON_SLOW when a store write p99 exceeds it
 }
 
 // DefaultConfig returns the defaults of design.md 4a (LAN timings) and Ceph's Appendix A for the
@@ -82,6 +88,11 @@ func DefaultConfig() Config {
 		MonConfigKeyMaxEntrySize: 64 << 10,
 		MonSyncMaxPayloadSize:    1 << 20,
 		MonSyncMaxPayloadKeys:    2000,
+
+		MonDataAvailWarn: 30,
+		MonDataAvailCrit: 5,
+		MonDataSizeWarn:  15 << 30,
+		MonSlowWrite:     time.Second,
 	}
 }
 
@@ -109,6 +120,10 @@ const (
 	FlagMonConfigKeyMaxEntrySize    = "mon-config-key-max-entry-size"
 	FlagMonSyncMaxPayloadSize       = "mon-sync-max-payload-size"
 	FlagMonSyncMaxPayloadKeys       = "mon-sync-max-payload-keys"
+	FlagMonDataAvailWarn            = "mon-data-avail-warn"
+	FlagMonDataAvailCrit            = "mon-data-avail-crit"
+	FlagMonDataSizeWarn             = "mon-data-size-warn"
+	FlagMonSlowWrite                = "mon-slow-write"
 )
 
 // EnvPrefix prefixes the environment variable of every flag: --mon-lease is MINIMON_MON_LEASE.
@@ -148,6 +163,15 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.Var(&sizeValue{p: &c.MonSyncMaxPayloadSize}, FlagMonSyncMaxPayloadSize,
 		"byte budget of one sync chunk (e.g. 1MiB)")
 	fs.IntVar(&c.MonSyncMaxPayloadKeys, FlagMonSyncMaxPayloadKeys, c.MonSyncMaxPayloadKeys, "key budget of one sync chunk")
+
+	fs.IntVar(&c.MonDataAvailWarn, FlagMonDataAvailWarn, c.MonDataAvailWarn,
+		"MON_DISK_LOW (HEALTH_WARN) when the data dir's free space is at or below this percentage")
+	fs.IntVar(&c.MonDataAvailCrit, FlagMonDataAvailCrit, c.MonDataAvailCrit,
+		"MON_DISK_CRIT (HEALTH_ERR) when the data dir's free space is at or below this percentage")
+	fs.Int64Var(&c.MonDataSizeWarn, FlagMonDataSizeWarn, c.MonDataSizeWarn,
+		"MON_DISK_BIG (HEALTH_WARN) when the store file exceeds this many bytes")
+	fs.DurationVar(&c.MonSlowWrite, FlagMonSlowWrite, c.MonSlowWrite,
+		"MON_SLOW (HEALTH_WARN) when a monitor's recent store writes have a p99 above this")
 }
 
 // EnvName is the environment variable read for a flag: MINIMON_ + upper case, dashes to
@@ -178,7 +202,7 @@ func ApplyEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
 }
 
 // envNotFlags are MINIMON_ variables read elsewhere, not by a flag.
-var envNotFlags = []string{"MINIMON_VERIFY"}
+var envNotFlags = []string{"MINIMON_VERIFY", EnvFailpoint}
 
 // UnknownEnv returns the MINIMON_ variables of environ (os.Environ() form) that match no flag
 // of fs, so the daemon can warn about a misspelt one instead of ignoring it silently.
@@ -336,6 +360,18 @@ func (c *Config) Validate() error {
 	}
 	if c.MonSyncMaxPayloadKeys < 1 {
 		bad("--%s=%d must be positive", FlagMonSyncMaxPayloadKeys, c.MonSyncMaxPayloadKeys)
+	}
+	if c.MonDataAvailWarn < 0 || c.MonDataAvailWarn > 100 {
+		bad("--%s=%d must be a percentage in [0, 100]", FlagMonDataAvailWarn, c.MonDataAvailWarn)
+	}
+	if c.MonDataAvailCrit < 0 || c.MonDataAvailCrit > 100 {
+		bad("--%s=%d must be a percentage in [0, 100]", FlagMonDataAvailCrit, c.MonDataAvailCrit)
+	}
+	if c.MonDataSizeWarn < 1 {
+		bad("--%s=%d must be positive", FlagMonDataSizeWarn, c.MonDataSizeWarn)
+	}
+	if c.MonSlowWrite <= 0 {
+		bad("--%s=%s must be positive", FlagMonSlowWrite, c.MonSlowWrite)
 	}
 	return errors.Join(errs...)
 }

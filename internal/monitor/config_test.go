@@ -276,6 +276,8 @@ func TestFlagsParse(t *testing.T) {
 		"--mon-probe-timeout", "1s", "--paxos-min", "7", "--paxos-trim-min", "8", "--paxos-trim-max", "9",
 		"--paxos-max-join-drift", "11", "--mon-config-key-max-entry-size", "128KiB",
 		"--mon-sync-max-payload-size", "2MiB", "--mon-sync-max-payload-keys", "100",
+		"--mon-data-avail-warn", "40", "--mon-data-avail-crit", "10", "--mon-data-size-warn", "1000",
+		"--mon-slow-write", "250ms",
 		"--fsid", "3f2504e0-4f89-11d3-9a0c-0305e82c3301", "--log-level", "debug", "--metrics-addr", ":9100",
 	}, nil)
 	if err != nil {
@@ -289,6 +291,7 @@ func TestFlagsParse(t *testing.T) {
 		MonClockRateError: 0.02, MonElectionTimeout: time.Second, MonAcceptTimeoutFactor: 3,
 		MonProbeTimeout: time.Second, PaxosMin: 7, PaxosTrimMin: 8, PaxosTrimMax: 9, PaxosMaxJoinDrift: 11,
 		MonConfigKeyMaxEntrySize: 128 << 10, MonSyncMaxPayloadSize: 2 << 20, MonSyncMaxPayloadKeys: 100,
+		MonDataAvailWarn: 40, MonDataAvailCrit: 10, MonDataSizeWarn: 1000, MonSlowWrite: 250 * time.Millisecond,
 	}
 	if !reflect.DeepEqual(*c, want) {
 		t.Fatalf("got  %+v\nwant %+v", *c, want)
@@ -379,8 +382,8 @@ func TestEveryFlagHasEnv(t *testing.T) {
 			t.Errorf("flag %s", f.Name)
 		}
 	})
-	if n != 22 {
-		t.Fatalf("%d flags, want 22 (every setting of design.md section 1)", n)
+	if n != 26 {
+		t.Fatalf("%d flags, want 26 (every setting of design.md section 1 and the health options)", n)
 	}
 	if got := EnvName("mon-lease-ack-timeout-factor"); got != "MINIMON_MON_LEASE_ACK_TIMEOUT_FACTOR" {
 		t.Fatal(got)
@@ -400,6 +403,24 @@ func TestParseSize(t *testing.T) {
 	for _, in := range []string{"", "1KB", "-1", "3GiB", "x"} {
 		if _, err := parseSize(in); err == nil {
 			t.Errorf("%q accepted", in)
+		}
+	}
+}
+
+func TestValidateHealthOptions(t *testing.T) {
+	for _, f := range []func(*Config){
+		func(c *Config) { c.MonDataAvailWarn = 101 },
+		func(c *Config) { c.MonDataAvailCrit = -1 },
+		func(c *Config) { c.MonDataSizeWarn = 0 },
+		func(c *Config) { c.MonSlowWrite = 0 },
+	} {
+		c := testConfig("a", "/d", "127.0.0.1:6789", []Member{{"a", "127.0.0.1:6789"}})
+		if err := c.Validate(); err != nil {
+			t.Fatalf("valid config: %v", err)
+		}
+		f(&c)
+		if err := c.Validate(); err == nil {
+			t.Fatalf("invalid health option accepted: %+v", c)
 		}
 	}
 }

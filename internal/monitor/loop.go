@@ -28,6 +28,8 @@ type loopState struct {
 	mm     *services.Monmap
 	kv     *services.KV
 	cfg    *services.Config
+	dedup  *dedupTable  // write deduplication (dedup.go); created on first use
+	health *healthState // health checks' numbers (health.go); created on first use
 
 	inflight       int  // Persist calls whose completion the loop has not run yet
 	rebuild        bool // a committed monmap changed the members: rebuild the node once idle
@@ -85,8 +87,9 @@ func (m *Monitor) loop(ctx context.Context) error {
 func (m *Monitor) tick(now time.Time) {
 	m.l.node.Tick(now)
 	m.maybeCreateMonmap(now)
-	m.membershipTick(now)
+	m.healthTick(now)
 	m.watchTick()
+	m.membershipTick(now)
 	st := m.l.node.Status()
 	m.met.electionEpoch.Set(float64(st.ElectionEpoch))
 	m.wake()
@@ -183,10 +186,11 @@ func (m *Monitor) onCommit(entries []paxos.Entry) {
 	if err := m.l.kv.Refresh(m.store); err != nil {
 		m.lg.Error("kv refresh failed", zap.Error(err))
 	}
-	m.watchCommit(entries)
 	if err := m.l.cfg.Refresh(m.store); err != nil {
 		m.lg.Error("config refresh failed", zap.Error(err))
 	}
+	m.watchCommit(entries)
+	m.dedupTab().committed(entries)
 	if cur := m.l.mm.Current(); cur != nil && cur.GetEpoch() > m.l.monmap.GetEpoch() {
 		if cur.GetEpoch() <= 1 && sameMembers(cur, m.l.monmap) {
 			m.l.monmap = cur // the founding map, now committed: nothing to rebuild
@@ -235,6 +239,7 @@ func (m *Monitor) onRoleChange(old, new node.Role, why string) {
 	if old == node.Leader {
 		m.l.mm.Discard()
 		m.l.kv.Discard()
+		m.dedupTab().discard()
 	}
 	m.met.electionEpoch.Set(float64(st.ElectionEpoch))
 	m.wake()
@@ -285,8 +290,10 @@ type nodeEnv Monitor
 func (e *nodeEnv) Persist(tx *minimonv1.Transaction, done func()) {
 	m := (*Monitor)(e)
 	m.l.inflight++
+	issued := time.Now()
 	err := m.l.writer.Persist(tx, func() {
 		m.l.inflight--
+		m.healthSt().observeWrite(time.Since(issued))
 		done()
 	})
 	if err != nil {

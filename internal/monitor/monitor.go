@@ -94,6 +94,8 @@ type Monitor struct {
 	stopping  chan struct{} // closed when Run starts to stop
 	loopGone  chan struct{} // closed when the loop has returned
 
+	fp failpoints // test-only crash points (failpoint.go)
+
 	fwdMu    sync.Mutex
 	fwdConns map[string]*grpc.ClientConn // monitor address -> connection for Forward and Sync
 

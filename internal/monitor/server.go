@@ -230,6 +230,18 @@ func (m *Monitor) write(ctx context.Context, method string, req, reply proto.Mes
 		st := m.l.node.Status()
 		switch {
 		case st.Role == node.Leader:
+			// A resend of a recorded or in-flight write is answered from it (dedup.go).
+			wid := writeIDOf(req)
+			if v, ok := m.dedupTab().check(m.store, wid, func() bool { return m.l.node.Readable(now) }); ok {
+				if v.wait {
+					return false
+				}
+				res.reply, res.err = v.reply, v.err
+				if v.attach != nil {
+					res.reply, res.done, res.start = &minimonv1.KVWriteReply{Message: v.msg}, v.attach, now
+				}
+				return true
+			}
 			upd, err := build()
 			if errors.Is(err, errWriteNotYet) {
 				return false
@@ -242,13 +254,18 @@ func (m *Monitor) write(ctx context.Context, method string, req, reply proto.Mes
 				res.reply = &minimonv1.KVWriteReply{Message: upd.Message}
 				return true
 			}
-			val, err := services.Encode(services.Merge(upd.Ops))
+			dops, stage, err := m.dedupTab().prepare(m.store, wid, upd.Message, st.LastCommitted)
 			if err != nil {
 				res.err = status.Error(codes.Internal, err.Error())
 				return true
 			}
-			ch := make(chan paxos.Result, 1)
-			if err := m.l.node.Propose(now, val, func(r paxos.Result) { ch <- r }); err != nil {
+			val, err := services.Encode(services.Merge(upd.Ops, dops))
+			if err != nil {
+				res.err = status.Error(codes.Internal, err.Error())
+				return true
+			}
+			ch, err := m.proposeWrite(now, val, stage)
+			if err != nil {
 				if errors.Is(err, paxos.ErrNotWriteable) || errors.Is(err, paxos.ErrNotLeader) {
 					return false // recovering or the epoch is not released yet: wait
 				}
@@ -295,6 +312,9 @@ func (m *Monitor) write(ctx context.Context, method string, req, reply proto.Mes
 	case r := <-res.done:
 		if r.Err != nil {
 			return nil, status.Errorf(codes.Unavailable, "outcome unknown: %v", r.Err)
+		}
+		if m.crashBeforeReply() {
+			return nil, status.Error(codes.Unavailable, "monitor is stopping; outcome unknown")
 		}
 		m.met.commitLatency.Observe(time.Since(res.start).Seconds())
 		res.reply.Version = r.Version
@@ -552,6 +572,7 @@ func (m *Monitor) probeReply() *minimonv1.ProbeMessage {
 		r.Quorum = slices.Clone(st.Quorum)
 		r.Leader, r.HasLeader = st.Leader, true
 	}
+	m.addStats(r)
 	return r
 }
 

@@ -1,22 +1,12 @@
 package monitor
 
 import (
-	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
 
 	minimonv1 "github.com/minimon/minimon/api/proto/minimon/v1"
 	"github.com/minimon/minimon/internal/node"
-)
-
-// Health statuses and checks (Ceph's names).
-const (
-	HealthOK     = "HEALTH_OK"
-	HealthWarn   = "HEALTH_WARN"
-	CheckMonDown = "MON_DOWN"
 )
 
 // The builders below run on the event loop.
@@ -64,29 +54,6 @@ func (m *Monitor) monStatus() *minimonv1.MonStatusReply {
 		r.OutsideQuorum = []string{m.cfg.Name}
 	}
 	return r
-}
-
-// healthReply: HEALTH_OK, or HEALTH_WARN with MON_DOWN naming the members out of quorum.
-func (m *Monitor) healthReply(st node.Status) *minimonv1.HealthReply {
-	var down []*minimonv1.MonInfo
-	for _, mi := range m.l.monmap.GetMons() {
-		if !slices.Contains(st.Quorum, mi.GetRank()) {
-			down = append(down, mi)
-		}
-	}
-	if len(down) == 0 {
-		return &minimonv1.HealthReply{Status: HealthOK, Checks: map[string]*minimonv1.HealthCheck{}}
-	}
-	c := &minimonv1.HealthCheck{
-		Severity: HealthWarn,
-		Summary: fmt.Sprintf("%d/%d mons down, quorum %s", len(down), len(m.l.monmap.GetMons()),
-			strings.Join(m.quorumNames(st.Quorum), ",")),
-	}
-	for _, mi := range down {
-		c.Detail = append(c.Detail, fmt.Sprintf("mon.%s (rank %d) addr %s is down (out of quorum)",
-			mi.GetName(), mi.GetRank(), mi.GetAddr()))
-	}
-	return &minimonv1.HealthReply{Status: HealthWarn, Checks: map[string]*minimonv1.HealthCheck{CheckMonDown: c}}
 }
 
 func (m *Monitor) statusReply(st node.Status) *minimonv1.StatusReply {

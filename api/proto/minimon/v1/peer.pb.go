@@ -89,9 +89,15 @@ type ProbeMessage struct {
 	HasLeader      bool    `protobuf:"varint,11,opt,name=has_leader,json=hasLeader,proto3" json:"has_leader,omitempty"`
 	// Peer.Probe answer: the sender's member map in force, so a monitor that is not (yet) a
 	// member can learn it (joining comes with the services issue). Unset in envelopes.
-	Monmap        *MonMap `protobuf:"bytes,12,opt,name=monmap,proto3" json:"monmap,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Monmap *MonMap `protobuf:"bytes,12,opt,name=monmap,proto3" json:"monmap,omitempty"`
+	// Peer.Probe answer: the sender's disk and store numbers for the leader's health checks
+	// (MON_DISK_LOW/CRIT/BIG, MON_SLOW); meaningful only when has_stats. Unset in envelopes.
+	HasStats             bool    `protobuf:"varint,13,opt,name=has_stats,json=hasStats,proto3" json:"has_stats,omitempty"`
+	AvailPercent         float64 `protobuf:"fixed64,14,opt,name=avail_percent,json=availPercent,proto3" json:"avail_percent,omitempty"`                             // free space of the data dir's file system, 0..100
+	StoreBytes           uint64  `protobuf:"varint,15,opt,name=store_bytes,json=storeBytes,proto3" json:"store_bytes,omitempty"`                                    // size of the store file
+	StoreWriteP99Seconds float64 `protobuf:"fixed64,16,opt,name=store_write_p99_seconds,json=storeWriteP99Seconds,proto3" json:"store_write_p99_seconds,omitempty"` // p99 of the recent store writes (issue to durable)
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *ProbeMessage) Reset() {
@@ -206,6 +212,34 @@ func (x *ProbeMessage) GetMonmap() *MonMap {
 		return x.Monmap
 	}
 	return nil
+}
+
+func (x *ProbeMessage) GetHasStats() bool {
+	if x != nil {
+		return x.HasStats
+	}
+	return false
+}
+
+func (x *ProbeMessage) GetAvailPercent() float64 {
+	if x != nil {
+		return x.AvailPercent
+	}
+	return 0
+}
+
+func (x *ProbeMessage) GetStoreBytes() uint64 {
+	if x != nil {
+		return x.StoreBytes
+	}
+	return 0
+}
+
+func (x *ProbeMessage) GetStoreWriteP99Seconds() float64 {
+	if x != nil {
+		return x.StoreWriteP99Seconds
+	}
+	return 0
 }
 
 // One one-way message between monitors. Replies are envelopes of their own (spec 0.2): the
@@ -789,7 +823,7 @@ const file_peer_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
 	"peer.proto\x12\n" +
-	"minimon.v1\x1a\vpaxos.proto\x1a\x0eelection.proto\x1a\vstore.proto\x1a\tmon.proto\"\xbc\x03\n" +
+	"minimon.v1\x1a\vpaxos.proto\x1a\x0eelection.proto\x1a\vstore.proto\x1a\tmon.proto\"\xd6\x04\n" +
 	"\fProbeMessage\x12+\n" +
 	"\x02op\x18\x01 \x01(\x0e2\x1b.minimon.v1.ProbeMessage.OpR\x02op\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x12\n" +
@@ -804,7 +838,12 @@ const file_peer_proto_rawDesc = "" +
 	" \x01(\x04R\relectionEpoch\x12\x1d\n" +
 	"\n" +
 	"has_leader\x18\v \x01(\bR\thasLeader\x12*\n" +
-	"\x06monmap\x18\f \x01(\v2\x12.minimon.v1.MonMapR\x06monmap\".\n" +
+	"\x06monmap\x18\f \x01(\v2\x12.minimon.v1.MonMapR\x06monmap\x12\x1b\n" +
+	"\thas_stats\x18\r \x01(\bR\bhasStats\x12#\n" +
+	"\ravail_percent\x18\x0e \x01(\x01R\favailPercent\x12\x1f\n" +
+	"\vstore_bytes\x18\x0f \x01(\x04R\n" +
+	"storeBytes\x125\n" +
+	"\x17store_write_p99_seconds\x18\x10 \x01(\x01R\x14storeWriteP99Seconds\".\n" +
 	"\x02Op\x12\x12\n" +
 	"\x0eOP_UNSPECIFIED\x10\x00\x12\t\n" +
 	"\x05PROBE\x10\x01\x12\t\n" +
