@@ -2526,6 +2526,112 @@ func (x *WatchEvent) GetKv() []*KVChange {
 	return nil
 }
 
+type BackupRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupRequest) Reset() {
+	*x = BackupRequest{}
+	mi := &file_mon_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupRequest) ProtoMessage() {}
+
+func (x *BackupRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mon_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
+func (*BackupRequest) Descriptor() ([]byte, []int) {
+	return file_mon_proto_rawDescGZIP(), []int{45}
+}
+
+// The store file in order; concatenating data of every chunk gives the file. The first chunk
+// also says what the copy holds.
+type BackupChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	LastCommitted uint64                 `protobuf:"varint,2,opt,name=last_committed,json=lastCommitted,proto3" json:"last_committed,omitempty"` // paxos last_committed of the copy (first chunk)
+	TotalBytes    uint64                 `protobuf:"varint,3,opt,name=total_bytes,json=totalBytes,proto3" json:"total_bytes,omitempty"`          // size of the file (first chunk)
+	Name          string                 `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`                                         // the answering monitor's name (first chunk)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackupChunk) Reset() {
+	*x = BackupChunk{}
+	mi := &file_mon_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackupChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackupChunk) ProtoMessage() {}
+
+func (x *BackupChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_mon_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackupChunk.ProtoReflect.Descriptor instead.
+func (*BackupChunk) Descriptor() ([]byte, []int) {
+	return file_mon_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *BackupChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *BackupChunk) GetLastCommitted() uint64 {
+	if x != nil {
+		return x.LastCommitted
+	}
+	return 0
+}
+
+func (x *BackupChunk) GetTotalBytes() uint64 {
+	if x != nil {
+		return x.TotalBytes
+	}
+	return 0
+}
+
+func (x *BackupChunk) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
 var File_mon_proto protoreflect.FileDescriptor
 
 const file_mon_proto_rawDesc = "" +
@@ -2697,8 +2803,14 @@ const file_mon_proto_rawDesc = "" +
 	"\x02kv\x18\x05 \x03(\v2\x14.minimon.v1.KVChangeR\x02kv\x1a9\n" +
 	"\vConfigEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x012\xca\n" +
-	"\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x0f\n" +
+	"\rBackupRequest\"}\n" +
+	"\vBackupChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\x12%\n" +
+	"\x0elast_committed\x18\x02 \x01(\x04R\rlastCommitted\x12\x1f\n" +
+	"\vtotal_bytes\x18\x03 \x01(\x04R\n" +
+	"totalBytes\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name2\x8a\v\n" +
 	"\aMonitor\x12<\n" +
 	"\x06Status\x12\x19.minimon.v1.StatusRequest\x1a\x17.minimon.v1.StatusReply\x12<\n" +
 	"\x06Health\x12\x19.minimon.v1.HealthRequest\x1a\x17.minimon.v1.HealthReply\x12N\n" +
@@ -2720,7 +2832,8 @@ const file_mon_proto_rawDesc = "" +
 	"\x05KVGet\x12\x18.minimon.v1.KVGetRequest\x1a\x16.minimon.v1.KVGetReply\x12B\n" +
 	"\bKVExists\x12\x1b.minimon.v1.KVExistsRequest\x1a\x19.minimon.v1.KVExistsReply\x12<\n" +
 	"\x06KVList\x12\x19.minimon.v1.KVListRequest\x1a\x17.minimon.v1.KVListReply\x12;\n" +
-	"\x05Watch\x12\x18.minimon.v1.WatchRequest\x1a\x16.minimon.v1.WatchEvent0\x01B;Z9github.com/minimon/minimon/api/proto/minimon/v1;minimonv1b\x06proto3"
+	"\x05Watch\x12\x18.minimon.v1.WatchRequest\x1a\x16.minimon.v1.WatchEvent0\x01\x12>\n" +
+	"\x06Backup\x12\x19.minimon.v1.BackupRequest\x1a\x17.minimon.v1.BackupChunk0\x01B;Z9github.com/minimon/minimon/api/proto/minimon/v1;minimonv1b\x06proto3"
 
 var (
 	file_mon_proto_rawDescOnce sync.Once
@@ -2734,7 +2847,7 @@ func file_mon_proto_rawDescGZIP() []byte {
 	return file_mon_proto_rawDescData
 }
 
-var file_mon_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_mon_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_mon_proto_goTypes = []any{
 	(*WriteID)(nil),             // 0: minimon.v1.WriteID
 	(*MonInfo)(nil),             // 1: minimon.v1.MonInfo
@@ -2781,14 +2894,16 @@ var file_mon_proto_goTypes = []any{
 	(*WatchRequest)(nil),        // 42: minimon.v1.WatchRequest
 	(*KVChange)(nil),            // 43: minimon.v1.KVChange
 	(*WatchEvent)(nil),          // 44: minimon.v1.WatchEvent
-	nil,                         // 45: minimon.v1.HealthReply.ChecksEntry
-	nil,                         // 46: minimon.v1.WatchEvent.ConfigEntry
+	(*BackupRequest)(nil),       // 45: minimon.v1.BackupRequest
+	(*BackupChunk)(nil),         // 46: minimon.v1.BackupChunk
+	nil,                         // 47: minimon.v1.HealthReply.ChecksEntry
+	nil,                         // 48: minimon.v1.WatchEvent.ConfigEntry
 }
 var file_mon_proto_depIdxs = []int32{
 	1,  // 0: minimon.v1.MonMap.mons:type_name -> minimon.v1.MonInfo
 	8,  // 1: minimon.v1.StatusReply.health:type_name -> minimon.v1.HealthReply
 	3,  // 2: minimon.v1.StatusReply.paxos:type_name -> minimon.v1.PaxosVersions
-	45, // 3: minimon.v1.HealthReply.checks:type_name -> minimon.v1.HealthReply.ChecksEntry
+	47, // 3: minimon.v1.HealthReply.checks:type_name -> minimon.v1.HealthReply.ChecksEntry
 	2,  // 4: minimon.v1.QuorumStatusReply.monmap:type_name -> minimon.v1.MonMap
 	3,  // 5: minimon.v1.MonStatusReply.paxos:type_name -> minimon.v1.PaxosVersions
 	2,  // 6: minimon.v1.MonStatusReply.monmap:type_name -> minimon.v1.MonMap
@@ -2809,7 +2924,7 @@ var file_mon_proto_depIdxs = []int32{
 	0,  // 21: minimon.v1.KVSetRequest.write_id:type_name -> minimon.v1.WriteID
 	0,  // 22: minimon.v1.KVRmRequest.write_id:type_name -> minimon.v1.WriteID
 	2,  // 23: minimon.v1.WatchEvent.monmap:type_name -> minimon.v1.MonMap
-	46, // 24: minimon.v1.WatchEvent.config:type_name -> minimon.v1.WatchEvent.ConfigEntry
+	48, // 24: minimon.v1.WatchEvent.config:type_name -> minimon.v1.WatchEvent.ConfigEntry
 	43, // 25: minimon.v1.WatchEvent.kv:type_name -> minimon.v1.KVChange
 	4,  // 26: minimon.v1.HealthReply.ChecksEntry.value:type_name -> minimon.v1.HealthCheck
 	5,  // 27: minimon.v1.Monitor.Status:input_type -> minimon.v1.StatusRequest
@@ -2832,28 +2947,30 @@ var file_mon_proto_depIdxs = []int32{
 	38, // 44: minimon.v1.Monitor.KVExists:input_type -> minimon.v1.KVExistsRequest
 	40, // 45: minimon.v1.Monitor.KVList:input_type -> minimon.v1.KVListRequest
 	42, // 46: minimon.v1.Monitor.Watch:input_type -> minimon.v1.WatchRequest
-	6,  // 47: minimon.v1.Monitor.Status:output_type -> minimon.v1.StatusReply
-	8,  // 48: minimon.v1.Monitor.Health:output_type -> minimon.v1.HealthReply
-	10, // 49: minimon.v1.Monitor.QuorumStatus:output_type -> minimon.v1.QuorumStatusReply
-	12, // 50: minimon.v1.Monitor.MonStatus:output_type -> minimon.v1.MonStatusReply
-	14, // 51: minimon.v1.Monitor.MonStat:output_type -> minimon.v1.MonStatReply
-	16, // 52: minimon.v1.Monitor.MonDump:output_type -> minimon.v1.MonDumpReply
-	18, // 53: minimon.v1.Monitor.MonAdd:output_type -> minimon.v1.MonAddReply
-	20, // 54: minimon.v1.Monitor.MonRemove:output_type -> minimon.v1.MonRemoveReply
-	26, // 55: minimon.v1.Monitor.ConfigSet:output_type -> minimon.v1.ConfigWriteReply
-	26, // 56: minimon.v1.Monitor.ConfigRm:output_type -> minimon.v1.ConfigWriteReply
-	26, // 57: minimon.v1.Monitor.ConfigReset:output_type -> minimon.v1.ConfigWriteReply
-	28, // 58: minimon.v1.Monitor.ConfigGet:output_type -> minimon.v1.ConfigGetReply
-	30, // 59: minimon.v1.Monitor.ConfigDump:output_type -> minimon.v1.ConfigDumpReply
-	32, // 60: minimon.v1.Monitor.ConfigLog:output_type -> minimon.v1.ConfigLogReply
-	35, // 61: minimon.v1.Monitor.KVSet:output_type -> minimon.v1.KVWriteReply
-	35, // 62: minimon.v1.Monitor.KVRm:output_type -> minimon.v1.KVWriteReply
-	37, // 63: minimon.v1.Monitor.KVGet:output_type -> minimon.v1.KVGetReply
-	39, // 64: minimon.v1.Monitor.KVExists:output_type -> minimon.v1.KVExistsReply
-	41, // 65: minimon.v1.Monitor.KVList:output_type -> minimon.v1.KVListReply
-	44, // 66: minimon.v1.Monitor.Watch:output_type -> minimon.v1.WatchEvent
-	47, // [47:67] is the sub-list for method output_type
-	27, // [27:47] is the sub-list for method input_type
+	45, // 47: minimon.v1.Monitor.Backup:input_type -> minimon.v1.BackupRequest
+	6,  // 48: minimon.v1.Monitor.Status:output_type -> minimon.v1.StatusReply
+	8,  // 49: minimon.v1.Monitor.Health:output_type -> minimon.v1.HealthReply
+	10, // 50: minimon.v1.Monitor.QuorumStatus:output_type -> minimon.v1.QuorumStatusReply
+	12, // 51: minimon.v1.Monitor.MonStatus:output_type -> minimon.v1.MonStatusReply
+	14, // 52: minimon.v1.Monitor.MonStat:output_type -> minimon.v1.MonStatReply
+	16, // 53: minimon.v1.Monitor.MonDump:output_type -> minimon.v1.MonDumpReply
+	18, // 54: minimon.v1.Monitor.MonAdd:output_type -> minimon.v1.MonAddReply
+	20, // 55: minimon.v1.Monitor.MonRemove:output_type -> minimon.v1.MonRemoveReply
+	26, // 56: minimon.v1.Monitor.ConfigSet:output_type -> minimon.v1.ConfigWriteReply
+	26, // 57: minimon.v1.Monitor.ConfigRm:output_type -> minimon.v1.ConfigWriteReply
+	26, // 58: minimon.v1.Monitor.ConfigReset:output_type -> minimon.v1.ConfigWriteReply
+	28, // 59: minimon.v1.Monitor.ConfigGet:output_type -> minimon.v1.ConfigGetReply
+	30, // 60: minimon.v1.Monitor.ConfigDump:output_type -> minimon.v1.ConfigDumpReply
+	32, // 61: minimon.v1.Monitor.ConfigLog:output_type -> minimon.v1.ConfigLogReply
+	35, // 62: minimon.v1.Monitor.KVSet:output_type -> minimon.v1.KVWriteReply
+	35, // 63: minimon.v1.Monitor.KVRm:output_type -> minimon.v1.KVWriteReply
+	37, // 64: minimon.v1.Monitor.KVGet:output_type -> minimon.v1.KVGetReply
+	39, // 65: minimon.v1.Monitor.KVExists:output_type -> minimon.v1.KVExistsReply
+	41, // 66: minimon.v1.Monitor.KVList:output_type -> minimon.v1.KVListReply
+	44, // 67: minimon.v1.Monitor.Watch:output_type -> minimon.v1.WatchEvent
+	46, // 68: minimon.v1.Monitor.Backup:output_type -> minimon.v1.BackupChunk
+	48, // [48:69] is the sub-list for method output_type
+	27, // [27:48] is the sub-list for method input_type
 	27, // [27:27] is the sub-list for extension type_name
 	27, // [27:27] is the sub-list for extension extendee
 	0,  // [0:27] is the sub-list for field type_name
@@ -2870,7 +2987,7 @@ func file_mon_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mon_proto_rawDesc), len(file_mon_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   47,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

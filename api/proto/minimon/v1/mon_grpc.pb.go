@@ -42,6 +42,7 @@ const (
 	Monitor_KVExists_FullMethodName     = "/minimon.v1.Monitor/KVExists"
 	Monitor_KVList_FullMethodName       = "/minimon.v1.Monitor/KVList"
 	Monitor_Watch_FullMethodName        = "/minimon.v1.Monitor/Watch"
+	Monitor_Backup_FullMethodName       = "/minimon.v1.Monitor/Backup"
 )
 
 // MonitorClient is the client API for Monitor service.
@@ -71,6 +72,9 @@ type MonitorClient interface {
 	KVList(ctx context.Context, in *KVListRequest, opts ...grpc.CallOption) (*KVListReply, error)
 	// A stream of changes: the current state first, then every change once per version, in order.
 	Watch(ctx context.Context, in *WatchRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchEvent], error)
+	// A consistent copy of the answering monitor's own store (a bbolt file), taken in one read
+	// transaction while the monitor keeps serving. No quorum needed; one backup at a time.
+	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error)
 }
 
 type monitorClient struct {
@@ -290,6 +294,25 @@ func (c *monitorClient) Watch(ctx context.Context, in *WatchRequest, opts ...grp
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Monitor_WatchClient = grpc.ServerStreamingClient[WatchEvent]
 
+func (c *monitorClient) Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Monitor_ServiceDesc.Streams[1], Monitor_Backup_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[BackupRequest, BackupChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Monitor_BackupClient = grpc.ServerStreamingClient[BackupChunk]
+
 // MonitorServer is the server API for Monitor service.
 // All implementations must embed UnimplementedMonitorServer
 // for forward compatibility.
@@ -317,6 +340,9 @@ type MonitorServer interface {
 	KVList(context.Context, *KVListRequest) (*KVListReply, error)
 	// A stream of changes: the current state first, then every change once per version, in order.
 	Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error
+	// A consistent copy of the answering monitor's own store (a bbolt file), taken in one read
+	// transaction while the monitor keeps serving. No quorum needed; one backup at a time.
+	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error
 	mustEmbedUnimplementedMonitorServer()
 }
 
@@ -386,6 +412,9 @@ func (UnimplementedMonitorServer) KVList(context.Context, *KVListRequest) (*KVLi
 }
 func (UnimplementedMonitorServer) Watch(*WatchRequest, grpc.ServerStreamingServer[WatchEvent]) error {
 	return status.Error(codes.Unimplemented, "method Watch not implemented")
+}
+func (UnimplementedMonitorServer) Backup(*BackupRequest, grpc.ServerStreamingServer[BackupChunk]) error {
+	return status.Error(codes.Unimplemented, "method Backup not implemented")
 }
 func (UnimplementedMonitorServer) mustEmbedUnimplementedMonitorServer() {}
 func (UnimplementedMonitorServer) testEmbeddedByValue()                 {}
@@ -761,6 +790,17 @@ func _Monitor_Watch_Handler(srv interface{}, stream grpc.ServerStream) error {
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Monitor_WatchServer = grpc.ServerStreamingServer[WatchEvent]
 
+func _Monitor_Backup_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(BackupRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(MonitorServer).Backup(m, &grpc.GenericServerStream[BackupRequest, BackupChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Monitor_BackupServer = grpc.ServerStreamingServer[BackupChunk]
+
 // Monitor_ServiceDesc is the grpc.ServiceDesc for Monitor service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -849,6 +889,11 @@ var Monitor_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Watch",
 			Handler:       _Monitor_Watch_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "Backup",
+			Handler:       _Monitor_Backup_Handler,
 			ServerStreams: true,
 		},
 	},
