@@ -148,6 +148,39 @@ func TestMemberAddJoinRemove(t *testing.T) {
 	if rr, err := monRemove(t, mons[li], "d"); err != nil || rr.GetMessage() != "mon.d does not exist or has already been removed" {
 		t.Fatalf("mon remove d again = %v, %v", rr, err)
 	}
+
+	// Two changes at once: one at a time, the second validated against the first's map.
+	errs := make(chan error, 2)
+	for i, name := range []string{"e", "f"} {
+		go func() {
+			ctx, cancel := rpcCtx(waitTimeout)
+			defer cancel()
+			_, err := mons[(li+i)%3].c.MonAdd(ctx, &minimonv1.MonAddRequest{Name: name, Addr: fmt.Sprintf("127.0.0.1:%d", 2+i)})
+			errs <- err
+		}()
+	}
+	added := 0
+	for range 2 {
+		err := <-errs
+		switch {
+		case err == nil:
+			added++
+		case status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), errMemberChangeBusy):
+		default:
+			t.Fatalf("concurrent mon add: %v", err)
+		}
+	}
+	li = waitQuorum(t, mons)
+	ctx, cancel = rpcCtx(waitTimeout)
+	dump, err := mons[li].c.MonDump(ctx, &minimonv1.MonDumpRequest{})
+	cancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Epochs so far: 1 founding, 2 add d, 3 remove d; then one per add that succeeded.
+	if mm := dump.GetMonmap(); added == 0 || len(mm.GetMons()) != 3+added || mm.GetEpoch() != uint64(3+added) {
+		t.Fatalf("after two concurrent adds: %v", dump.GetMonmap())
+	}
 }
 
 // Scenario 38 (remove the leader itself: ranks shift, a new leader is elected, the removed one
