@@ -81,6 +81,7 @@ func newRootCmd(e env) *cobra.Command {
 	o.cfg.AddFlags(fs)
 	fs.StringVar(&o.logFormat, flagLogFormat, o.logFormat, "log encoding: json or console")
 	cmd.AddCommand(newVersionCmd(e))
+	addOfflineCmds(cmd, e)
 	return cmd
 }
 

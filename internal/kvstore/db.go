@@ -20,6 +20,10 @@ type Options struct {
 	// DefaultLockTimeout. Waiting forever is not offered: a second monitor on the same store
 	// must fail fast with a clear error.
 	Timeout time.Duration
+	// ReadOnly opens the file read-only under a shared lock (the offline check and
+	// extract-monmap): it still fails with ErrLocked while a monitord holds the store, and it
+	// never creates the file. Writes return an error.
+	ReadOnly bool
 }
 
 // DB is the bbolt-backed Store. It is safe for concurrent use.
@@ -40,7 +44,7 @@ func Open(path string, opts Options) (_ *DB, err error) {
 			err = fmt.Errorf("%w: open %s: %v", ErrCorrupt, path, r)
 		}
 	}()
-	bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, NoSync: false})
+	bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: timeout, NoSync: false, ReadOnly: opts.ReadOnly})
 	switch {
 	case err == nil:
 	case errors.Is(err, berrors.ErrTimeout):
