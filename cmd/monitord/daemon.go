@@ -72,6 +72,11 @@ func (o *daemonOpts) serve(ctx context.Context, unknownEnv []string) error {
 		if mlis != nil {
 			_ = mlis.Close()
 		}
+		if ctx.Err() != nil {
+			// SIGTERM during the --join handshake: a clean stop; the next start joins again.
+			lg.Info("stopped during start-up", zap.Error(err))
+			return nil
+		}
 		return removedIsClean(lg, err)
 	}
 

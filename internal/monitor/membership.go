@@ -539,6 +539,9 @@ func probeJoin(ctx context.Context, cfg *Config, lg *zap.Logger) (string, *minim
 		}
 		select {
 		case <-ctx.Done():
+			if last == nil {
+				last = ctx.Err()
+			}
 			return "", nil, last
 		case <-time.After(250 * time.Millisecond):
 		}

@@ -231,6 +231,16 @@ func TestMemberRemoveLeaderThenJoin(t *testing.T) {
 	if dump.GetMonmap().GetEpoch() != 3 || rankOf(dump.GetMonmap(), "e") != 2 {
 		t.Fatalf("mon dump after e joined = %v", dump.GetMonmap())
 	}
+
+	// A monitor removed while it is down learns it at its next start from a member's Probe
+	// answer (the members ignore its envelopes) and exits.
+	down := rest[1]
+	down.stop()
+	if _, err := monRemove(t, e, down.cfg.Name); err != nil {
+		t.Fatalf("mon remove %s while it is down: %v", down.cfg.Name, err)
+	}
+	waitQuorum(t, []*testMon{rest[0], e})
+	waitRemoved(t, start(t, down.cfg, nil))
 }
 
 func TestMemberCommandsSingleMember(t *testing.T) {
