@@ -96,6 +96,8 @@ type Monitor struct {
 
 	fp failpoints // test-only crash points (failpoint.go)
 
+	backup backupState // the one running Backup (backup.go)
+
 	fwdMu    sync.Mutex
 	fwdConns map[string]*grpc.ClientConn // monitor address -> connection for Forward and Sync
 
