@@ -157,7 +157,8 @@ func New(cfg Config, lg *zap.Logger, opts ...Option) (_ *Monitor, err error) {
 			_ = lis.Close()
 		}
 	}()
-	tr, err := NewTransport(TransportConfig{Name: cfg.Name, Rank: rank, FSID: fsid, Peers: peersOf(mm), Logger: lg})
+	tr, err := NewTransport(TransportConfig{Name: cfg.Name, Rank: rank, FSID: fsid, Peers: peersOf(mm), Logger: lg,
+		DialOptions: peerDialOptions(cfg.Addr)})
 	if err != nil {
 		return nil, err
 	}

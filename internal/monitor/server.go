@@ -386,8 +386,10 @@ func (m *Monitor) peerConn(addr string) (*grpc.ClientConn, error) {
 	if cc := m.fwdConns[addr]; cc != nil {
 		return cc, nil
 	}
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxPeerMsgSize), grpc.MaxCallSendMsgSize(MaxPeerMsgSize)))
+	opts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(MaxPeerMsgSize), grpc.MaxCallSendMsgSize(MaxPeerMsgSize))},
+		peerDialOptions(m.cfg.Addr)...)
+	cc, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, err
 	}
