@@ -26,7 +26,15 @@ func monRemove(t *testing.T, tm *testMon, name string) (*minimonv1.MonRemoveRepl
 	t.Helper()
 	ctx, cancel := rpcCtx(waitTimeout)
 	defer cancel()
-	return tm.c.MonRemove(ctx, &minimonv1.MonRemoveRequest{Name: name})
+	for {
+		r, err := tm.c.MonRemove(ctx, &minimonv1.MonRemoveRequest{Name: name})
+		// Unavailable: a peon forwarded to a leader that just went away (the client library
+		// retries this the same way; mon remove is idempotent).
+		if status.Code(err) != codes.Unavailable || ctx.Err() != nil {
+			return r, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // waitRemoved waits for tm's Run to return ErrRemoved (and keeps stop from waiting again).
