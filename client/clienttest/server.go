@@ -37,6 +37,12 @@ type Server struct {
 	Intercept func(method string, req proto.Message) error
 	// WatchFunc, when set, serves Watch instead of the built-in one.
 	WatchFunc func(*minimonv1.WatchRequest, grpc.ServerStreamingServer[minimonv1.WatchEvent]) error
+	// BackupData is the store file the built-in Backup streams (nil: a few fixed bytes), in
+	// chunks of BackupChunk bytes (0: 1 MiB), as mon.a at the current version.
+	BackupData  []byte
+	BackupChunk int
+	// BackupFunc, when set, serves Backup instead of the built-in one.
+	BackupFunc func(*minimonv1.BackupRequest, grpc.ServerStreamingServer[minimonv1.BackupChunk]) error
 	// MaxValueSize bounds config-key values (ResourceExhausted above it); default 64 KiB.
 	MaxValueSize int
 
@@ -534,4 +540,36 @@ func (s *Server) Watch(req *minimonv1.WatchRequest, stream grpc.ServerStreamingS
 		}
 		s.mu.Lock()
 	}
+}
+
+// DefaultBackupData is what the built-in Backup streams when BackupData is nil.
+var DefaultBackupData = []byte("minimon fake store file\n")
+
+func (s *Server) Backup(req *minimonv1.BackupRequest, stream grpc.ServerStreamingServer[minimonv1.BackupChunk]) error {
+	if err := s.enter("Backup", req, nil); err != nil {
+		return err
+	}
+	if s.BackupFunc != nil {
+		return s.BackupFunc(req, stream)
+	}
+	data, size := s.BackupData, s.BackupChunk
+	if data == nil {
+		data = DefaultBackupData
+	}
+	if size <= 0 {
+		size = 1 << 20
+	}
+	s.mu.Lock()
+	lc := s.version
+	s.mu.Unlock()
+	for off := 0; off == 0 || off < len(data); off += size {
+		c := &minimonv1.BackupChunk{Data: data[off:min(off+size, len(data))]}
+		if off == 0 {
+			c.LastCommitted, c.TotalBytes, c.Name = lc, uint64(len(data)), "a"
+		}
+		if err := stream.Send(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }
