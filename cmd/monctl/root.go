@@ -113,6 +113,7 @@ large; 110 no monitor reachable or no quorum within --timeout; 1 anything else.`
 		newConfigKeyCmd(o),
 		newWatchCmd(o),
 		newBenchCmd(o),
+		newBackupCmd(o),
 		newCompletionCmd(o),
 	)
 	return root
