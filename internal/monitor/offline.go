@@ -79,7 +79,7 @@ func CheckStore(dataDir string) (*StoreInfo, error) {
 	defer func() { _ = st.Close() }()
 	info, err := checkStore(st)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", st.Path(), err)
+		return nil, withPath(st.Path(), err)
 	}
 	return info, nil
 }
@@ -219,7 +219,7 @@ func ExtractMonmap(dataDir string) (*minimonv1.MonMap, error) {
 	defer func() { _ = st.Close() }()
 	mm, err := membersInForce(st)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", st.Path(), err)
+		return nil, withPath(st.Path(), err)
 	}
 	return mm, nil
 }
@@ -334,7 +334,7 @@ func InjectMonmap(dataDir string, mm *minimonv1.MonMap, o InjectOptions) (*minim
 	defer func() { _ = st.Close() }()
 	out, err := injectMonmap(st, mm, o)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", st.Path(), err)
+		return nil, withPath(st.Path(), err)
 	}
 	return out, nil
 }
@@ -408,6 +408,14 @@ func injectMonmap(st *kvstore.DB, mm *minimonv1.MonMap, o InjectOptions) (*minim
 		return nil, err
 	}
 	return out, nil
+}
+
+// withPath names the store in err unless kvstore already did.
+func withPath(path string, err error) error {
+	if strings.Contains(err.Error(), path) {
+		return err
+	}
+	return fmt.Errorf("%s: %w", path, err)
 }
 
 // CompactStore rewrites a stopped monitor's store file without its free pages (copy, fsync,
