@@ -40,7 +40,7 @@ type Config struct {
 
 	FSID        string // --fsid: cluster id (UUID); empty means derived from the member list
 	LogLevel    string // --log-level: zap level name
-	MetricsAddr string // --metrics-addr: /metrics, /healthz, /readyz and status page; off if empty
+	MetricsAddr string // --metrics-addr: /metrics, /healthz, /readyz; off if empty
 
 	MonLease                    time.Duration // mon_lease, d
 	MonLeaseRenewIntervalFactor float64       // r = d * factor; must be < 1
@@ -139,7 +139,7 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&c.Join, FlagJoin, c.Join, "addresses of an existing cluster to join (first start only)")
 	fs.StringVar(&c.FSID, FlagFSID, c.FSID, "cluster id (UUID); default derived from --initial-members")
 	fs.StringVar(&c.LogLevel, FlagLogLevel, c.LogLevel, "log level: debug, info, warn, error")
-	fs.StringVar(&c.MetricsAddr, FlagMetricsAddr, c.MetricsAddr, "host:port for /metrics, /healthz, /readyz and the status page (off if empty)")
+	fs.StringVar(&c.MetricsAddr, FlagMetricsAddr, c.MetricsAddr, "host:port for /metrics, /healthz and /readyz (off if empty)")
 
 	fs.DurationVar(&c.MonLease, FlagMonLease, c.MonLease, "lease length d (mon_lease)")
 	fs.Float64Var(&c.MonLeaseRenewIntervalFactor, FlagMonLeaseRenewIntervalFactor, c.MonLeaseRenewIntervalFactor,

@@ -151,6 +151,10 @@ func ValidateMonAddr(addr string) error {
 	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
 		return errorf(ErrInvalid, "address %q: port must be 1-65535", addr)
 	}
+	// A member address is what peers dial: a wildcard listen address (0.0.0.0, ::) reaches no one.
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return errorf(ErrInvalid, "address %q: %s is a wildcard; give the address peers dial", addr, host)
+	}
 	return nil
 }
 

@@ -88,6 +88,8 @@ func TestMonmapCreateInitialValidation(t *testing.T) {
 		{"no host", "f", []Member{{"a", ":6789"}}, "bad host"},
 		{"non-ascii host", "f", []Member{{"a", "\x92:1"}}, "bad host"},
 		{"space in host", "f", []Member{{"a", "h x:1"}}, "bad host"},
+		{"wildcard v4", "f", []Member{{"a", "0.0.0.0:6789"}}, "wildcard"},
+		{"wildcard v6", "f", []Member{{"a", "[::]:6789"}}, "wildcard"},
 		{"bad fsid", "f\xff", []Member{ok}, "printable ASCII"},
 		{"dup name", "f", []Member{ok, {"a", "10.0.0.2:6789"}}, "listed twice"},
 		{"dup addr", "f", []Member{ok, {"b", "10.0.0.1:6789"}}, "same address"},
