@@ -30,11 +30,12 @@ test-long: vet ## thousands of simulator seeds (SIM_SEEDS, default 3000)
 bench: ## benchmarks (speed is judged here, never in unit tests)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-fuzz: ## run every fuzz target for FUZZTIME (default 20s) each
-	@for pkg in $$($(GO) list ./...); do \
+fuzz: ## run every fuzz target for FUZZTIME (default 20s) each; a failure is reported at the end (crashers go to the package's testdata/fuzz)
+	@failed=""; for pkg in $$($(GO) list ./...); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
-	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-20s} $$pkg || exit 1; \
-	  done; done
+	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $${FUZZTIME:-20s} $$pkg || failed="$$failed $$pkg.$$f"; \
+	  done; done; \
+	  if [ -n "$$failed" ]; then echo "fuzz targets failed:$$failed"; exit 1; fi
 
 proto: ## regenerate the committed protobuf code (needs protoc: apt-get install protobuf-compiler libprotobuf-dev)
 	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I $(PROTO_DIR) -I /usr/include \

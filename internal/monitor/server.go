@@ -46,6 +46,7 @@ func (m *Monitor) newGRPCServer() (*grpc.Server, *health.Server) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: time.Second, PermitWithoutStream: true}),
 		grpc.ChainUnaryInterceptor(m.recoverUnary, m.metricsUnary),
 		grpc.ChainStreamInterceptor(m.recoverStream),
+		grpc.ForceServerCodecV2(exactCodec{}), // codec.go: no 1 MiB buffer per 64 KiB reply
 	)
 	minimonv1.RegisterPeerServer(s, m.newPeerService())
 	minimonv1.RegisterMonitorServer(s, &clientServer{m: m})
