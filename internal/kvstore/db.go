@@ -128,7 +128,13 @@ func applyOp(tx *bolt.Tx, op *minimonv1.StoreOp, touched map[string]bool) error 
 		if err != nil {
 			return err
 		}
-		return b.Put(op.GetKey(), op.GetValue())
+		// A nil value would read back as nil inside this transaction, which the cursors below
+		// take for a nested bucket: an empty value must stay a value.
+		v := op.GetValue()
+		if v == nil {
+			v = []byte{}
+		}
+		return b.Put(op.GetKey(), v)
 	case minimonv1.StoreOp_ERASE:
 		b := tx.Bucket(name)
 		if b == nil {
