@@ -43,6 +43,11 @@ const rebuildSettle = 50 * time.Millisecond
 // errMemberChangeBusy: a second member map change came while one is in flight on the leader.
 const errMemberChangeBusy = "a member map change is in progress; retry"
 
+// errForwardNotLeader: a forwarded member map change reached a peon (the leader the forwarding
+// peon saw lost the role, typically in the re-election after the previous change committed).
+// It answers at once: the forwarding peon re-forwards to the leader it sees now.
+const errForwardNotLeader = "not the leader: forward the member map change to the current leader"
+
 // WithContext bounds the start-up work of New (the --join handshake) by ctx.
 func WithContext(ctx context.Context) Option { return func(o *options) { o.ctx = ctx } }
 
@@ -133,9 +138,15 @@ func (m *Monitor) changeMembers(ctx context.Context, method string, req proto.Me
 		forward string
 		done    chan paxos.Result
 		busy    bool
+		pause   bool // the last forward reached a peon: look again at the next tick or change
 	)
+retry:
 	err := m.await(wctx, func(now time.Time) bool {
 		busy = false
+		if pause {
+			pause = false
+			return false
+		}
 		st := m.l.node.Status()
 		switch {
 		case st.Role == node.Leader:
@@ -188,6 +199,11 @@ func (m *Monitor) changeMembers(ctx context.Context, method string, req proto.Me
 					return true
 				}
 			}
+		case st.Role == node.Peon:
+			// Forwarded to us as the leader, but another monitor leads now: waiting here
+			// cannot end before maxWait (a peon never takes the change), so answer at once.
+			rerr = status.Error(codes.Unavailable, errForwardNotLeader)
+			return true
 		}
 		return false
 	})
@@ -201,7 +217,15 @@ func (m *Monitor) changeMembers(ctx context.Context, method string, req proto.Me
 	case rerr != nil:
 		return "", nil, rerr
 	case forward != "":
-		if err := m.forward(ctx, forward, method, req, reply); err != nil {
+		err := m.forward(ctx, forward, method, req, reply)
+		if st, _ := status.FromError(err); st.Code() == codes.Unavailable && st.Message() == errForwardNotLeader &&
+			wctx.Err() == nil {
+			// Nothing was proposed there: forward again once we see the new leader.
+			m.lg.Debug("member map change reached a peon; forwarding again", zap.String("to", forward))
+			forward, pause = "", true
+			goto retry
+		}
+		if err != nil {
 			return "", nil, err
 		}
 		return reply.GetMessage(), reply.GetMonmap(), nil

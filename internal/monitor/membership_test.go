@@ -281,3 +281,31 @@ func TestMemberCommandsSingleMember(t *testing.T) {
 		t.Fatalf("New with --join under a taken name = %v", err)
 	}
 }
+
+// A member map change forwarded to a monitor that is a peon (the leader the forwarding peon saw
+// lost the role, as in the re-election after a committed change) is answered at once with
+// errForwardNotLeader, nothing proposed, so the forwarding peon re-forwards to the current
+// leader; it must not wait for itself to become the leader (it used to, for maxWait, and the
+// forwarding peon then failed the client's change with "no quorum").
+func TestMemberForwardToPeonAnswersAtOnce(t *testing.T) {
+	cfgs, lis := newCluster(t, 3)
+	mons := startAll(t, cfgs, lis)
+	li := waitQuorum(t, mons)
+	peon := mons[(li+1)%3]
+	// Shorter than maxWait: a peon that waits for the leader role answers "no quorum" at this
+	// deadline instead.
+	ctx, cancel := rpcCtx(maxWait / 2)
+	defer cancel()
+	err := Forward(ctx, minimonv1.NewPeerClient(peon.cc), peon.m.fsid, mons[(li+2)%3].cfg.Name,
+		minimonv1.Monitor_MonAdd_FullMethodName, &minimonv1.MonAddRequest{Name: "e", Addr: "127.0.0.1:2"},
+		&minimonv1.MonAddReply{})
+	if st, _ := status.FromError(err); st.Code() != codes.Unavailable || st.Message() != errForwardNotLeader {
+		t.Fatalf("mon add forwarded to the peon %s: %v, want Unavailable %q", peon.cfg.Name, err, errForwardNotLeader)
+	}
+	// Nothing was proposed: a change through the same peon (forwarded to the real leader) is
+	// the first after the founding map.
+	r, err := monAdd(t, peon, "e", "127.0.0.1:2")
+	if err != nil || r.GetMonmap().GetEpoch() != 2 || len(r.GetMonmap().GetMons()) != 4 {
+		t.Fatalf("mon add e through the peon = %v, %v", r, err)
+	}
+}
