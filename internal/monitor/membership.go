@@ -43,10 +43,14 @@ const rebuildSettle = 50 * time.Millisecond
 // errMemberChangeBusy: a second member map change came while one is in flight on the leader.
 const errMemberChangeBusy = "a member map change is in progress; retry"
 
-// errForwardNotLeader: a forwarded member map change reached a peon (the leader the forwarding
+// errForwardNotLeader: a forwarded write or member map change reached a peon (the leader the forwarding
 // peon saw lost the role, typically in the re-election after the previous change committed).
 // It answers at once: the forwarding peon re-forwards to the leader it sees now.
-const errForwardNotLeader = "not the leader: forward the member map change to the current leader"
+const errForwardNotLeader = "not the leader: forward the request to the current leader"
+
+// forwardRetryDelay spaces the re-forwards of a write that reached a former leader, while this
+// peon's view of the leader catches up.
+const forwardRetryDelay = 20 * time.Millisecond
 
 // WithContext bounds the start-up work of New (the --join handshake) by ctx.
 func WithContext(ctx context.Context) Option { return func(o *options) { o.ctx = ctx } }

@@ -226,10 +226,17 @@ func (m *Monitor) write(ctx context.Context, method string, req, reply proto.Mes
 	build func() (services.Update, error)) (*minimonv1.KVWriteReply, error) {
 	wctx, cancel := waitCtx(ctx)
 	defer cancel()
+retry:
 	var res writeResult
 	err := m.await(wctx, func(now time.Time) bool {
 		st := m.l.node.Status()
 		switch {
+		case st.Role == node.Peon && forwarded:
+			// The peon that forwarded this saw us as leader; we are not (any more). Nothing is
+			// proposed here: answer at once so it forwards to the leader it sees now, rather
+			// than waiting here for a leadership that may never come back.
+			res.err = status.Error(codes.Unavailable, errForwardNotLeader)
+			return true
 		case st.Role == node.Leader:
 			// A resend of a recorded or in-flight write is answered from it (dedup.go).
 			wid := writeIDOf(req)
@@ -295,6 +302,15 @@ func (m *Monitor) write(ctx context.Context, method string, req, reply proto.Mes
 		return nil, res.err
 	case res.forward != "":
 		if err := m.forward(ctx, res.forward, method, req, reply); err != nil {
+			if st, _ := status.FromError(err); st.Code() == codes.Unavailable && st.Message() == errForwardNotLeader {
+				// It proposed nothing: forward again once our view of the leader has moved on.
+				select {
+				case <-wctx.Done():
+				case <-time.After(forwardRetryDelay):
+					m.lg.Debug("forwarded write reached a peon; forwarding again", zap.String("to", res.forward))
+					goto retry
+				}
+			}
 			return nil, err
 		}
 		// Every write reply has the message and version of KVWriteReply (ConfigWriteReply).
