@@ -65,6 +65,7 @@ func FreeAddrs(n int) ([]string, error) {
 type Proc struct {
 	Name, Addr, DataDir, LogPath string
 	Args                         []string // every argument of monitord, fixed at creation
+	Env                          []string // extra KEY=VALUE environment of the next starts
 	bin                          string
 
 	mu   sync.Mutex
@@ -88,7 +89,7 @@ func (p *Proc) Start() error {
 		strings.Join(p.Args, " "))
 	cmd := exec.Command(p.bin, p.Args...)
 	cmd.Stdout, cmd.Stderr = f, f
-	cmd.Env = cleanEnv()
+	cmd.Env = append(cleanEnv(), p.Env...)
 	cmd.SysProcAttr = procAttr()
 	if err := cmd.Start(); err != nil {
 		_ = f.Close()
