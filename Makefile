@@ -23,9 +23,15 @@ vet: ## go vet and a gofmt check
 test: vet ## everything CI runs: vet, gofmt, unit + simulator tests with -race
 	SIM_BUDGET_SECONDS=$(SIM_BUDGET_SECONDS) $(GO) test -race -count=1 -timeout 15m ./...
 
-test-long: vet ## thousands of simulator seeds (SIM_SEEDS, default 3000)
+test-long: vet ## thousands of simulator seeds (SIM_SEEDS, default 3000), then the long fault schedule
 	SIM_SEEDS=$${SIM_SEEDS:-3000} SIM_BUDGET_SECONDS=$${SIM_BUDGET_SECONDS:-3600} \
 	  $(GO) test -count=1 -timeout 3h ./internal/sim/...
+	$(MAKE) test-faults FAULTS_LONG=1
+
+.PHONY: test-faults
+test-faults: ## real monitords under kill -9, pauses and nft partitions (root); SEED=... replays, FAULTS_LONG=1 the long schedule, FAULTS_RUN=regexp picks tests
+	SEED=$(SEED) FAULTS_LONG=$(FAULTS_LONG) MINIMON_FAULTS_REQUIRED=1 \
+	  $(GO) test -race -count=1 -v -timeout 2h -run '$(or $(FAULTS_RUN),.)' ./test/robustness/
 
 bench: ## benchmarks (speed is judged here, never in unit tests)
 	$(GO) test -run '^$$' -bench . -benchmem ./...
