@@ -56,6 +56,7 @@ type Config struct {
 	PaxosMaxJoinDrift uint64 // paxos_max_join_drift: versions behind before sync
 
 	MonConfigKeyMaxEntrySize int // bytes; cap of one config-key (and config) value
+	MonConfigHistoryKeep     int // central config changes kept for `config log` and `config reset`
 	MonSyncMaxPayloadSize    int // bytes per sync chunk
 	MonSyncMaxPayloadKeys    int // keys per sync chunk
 
@@ -86,6 +87,7 @@ func DefaultConfig() Config {
 		PaxosMaxJoinDrift: 10,
 
 		MonConfigKeyMaxEntrySize: 64 << 10,
+		MonConfigHistoryKeep:     100,
 		MonSyncMaxPayloadSize:    1 << 20,
 		MonSyncMaxPayloadKeys:    2000,
 
@@ -118,6 +120,7 @@ const (
 	FlagPaxosTrimMax                = "paxos-trim-max"
 	FlagPaxosMaxJoinDrift           = "paxos-max-join-drift"
 	FlagMonConfigKeyMaxEntrySize    = "mon-config-key-max-entry-size"
+	FlagMonConfigHistoryKeep        = "mon-config-history-keep"
 	FlagMonSyncMaxPayloadSize       = "mon-sync-max-payload-size"
 	FlagMonSyncMaxPayloadKeys       = "mon-sync-max-payload-keys"
 	FlagMonDataAvailWarn            = "mon-data-avail-warn"
@@ -160,6 +163,8 @@ func (c *Config) AddFlags(fs *pflag.FlagSet) {
 
 	fs.Var(&sizeValue{p: &c.MonConfigKeyMaxEntrySize}, FlagMonConfigKeyMaxEntrySize,
 		"max bytes of one config-key or config value (e.g. 65536, 64KiB)")
+	fs.IntVar(&c.MonConfigHistoryKeep, FlagMonConfigHistoryKeep, c.MonConfigHistoryKeep,
+		"central config changes kept for `config log` and `config reset` (older ones are trimmed)")
 	fs.Var(&sizeValue{p: &c.MonSyncMaxPayloadSize}, FlagMonSyncMaxPayloadSize,
 		"byte budget of one sync chunk (e.g. 1MiB)")
 	fs.IntVar(&c.MonSyncMaxPayloadKeys, FlagMonSyncMaxPayloadKeys, c.MonSyncMaxPayloadKeys, "key budget of one sync chunk")
@@ -347,6 +352,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MonConfigKeyMaxEntrySize < 1 {
 		bad("--%s=%d must be positive", FlagMonConfigKeyMaxEntrySize, c.MonConfigKeyMaxEntrySize)
+	}
+	if c.MonConfigHistoryKeep < 1 {
+		bad("--%s=%d must be at least 1", FlagMonConfigHistoryKeep, c.MonConfigHistoryKeep)
 	}
 	// A chunk may overshoot its byte budget by one entry and travels in a peer envelope, which
 	// the transport drops above MaxPeerMsgSize: keep the budget well under it.

@@ -208,6 +208,7 @@ func TestValidateSyntax(t *testing.T) {
 		{"sync size", func(c *Config) { c.MonSyncMaxPayloadSize = MaxPeerMsgSize }, "--mon-sync-max-payload-size="},
 		{"sync keys", func(c *Config) { c.MonSyncMaxPayloadKeys = 0 }, "--mon-sync-max-payload-keys=0"},
 		{"config key size", func(c *Config) { c.MonConfigKeyMaxEntrySize = 0 }, "--mon-config-key-max-entry-size=0"},
+		{"config history", func(c *Config) { c.MonConfigHistoryKeep = 0 }, "--mon-config-history-keep=0"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -274,7 +275,7 @@ func TestFlagsParse(t *testing.T) {
 		"--mon-lease", "2s", "--mon-lease-renew-interval-factor", "0.1", "--mon-lease-ack-timeout-factor", "1.5",
 		"--mon-clock-rate-error", "0.02", "--mon-election-timeout", "1s", "--mon-accept-timeout-factor", "3",
 		"--mon-probe-timeout", "1s", "--paxos-min", "7", "--paxos-trim-min", "8", "--paxos-trim-max", "9",
-		"--paxos-max-join-drift", "11", "--mon-config-key-max-entry-size", "128KiB",
+		"--paxos-max-join-drift", "11", "--mon-config-key-max-entry-size", "128KiB", "--mon-config-history-keep", "7",
 		"--mon-sync-max-payload-size", "2MiB", "--mon-sync-max-payload-keys", "100",
 		"--mon-data-avail-warn", "40", "--mon-data-avail-crit", "10", "--mon-data-size-warn", "1000",
 		"--mon-slow-write", "250ms",
@@ -290,7 +291,7 @@ func TestFlagsParse(t *testing.T) {
 		MonLease: 2 * time.Second, MonLeaseRenewIntervalFactor: 0.1, MonLeaseAckTimeoutFactor: 1.5,
 		MonClockRateError: 0.02, MonElectionTimeout: time.Second, MonAcceptTimeoutFactor: 3,
 		MonProbeTimeout: time.Second, PaxosMin: 7, PaxosTrimMin: 8, PaxosTrimMax: 9, PaxosMaxJoinDrift: 11,
-		MonConfigKeyMaxEntrySize: 128 << 10, MonSyncMaxPayloadSize: 2 << 20, MonSyncMaxPayloadKeys: 100,
+		MonConfigKeyMaxEntrySize: 128 << 10, MonConfigHistoryKeep: 7, MonSyncMaxPayloadSize: 2 << 20, MonSyncMaxPayloadKeys: 100,
 		MonDataAvailWarn: 40, MonDataAvailCrit: 10, MonDataSizeWarn: 1000, MonSlowWrite: 250 * time.Millisecond,
 	}
 	if !reflect.DeepEqual(*c, want) {
@@ -382,8 +383,8 @@ func TestEveryFlagHasEnv(t *testing.T) {
 			t.Errorf("flag %s", f.Name)
 		}
 	})
-	if n != 26 {
-		t.Fatalf("%d flags, want 26 (every setting of design.md section 1 and the health options)", n)
+	if n != 27 {
+		t.Fatalf("%d flags, want 27 (every setting of design.md section 1, the config history and the health options)", n)
 	}
 	if got := EnvName("mon-lease-ack-timeout-factor"); got != "MINIMON_MON_LEASE_ACK_TIMEOUT_FACTOR" {
 		t.Fatal(got)

@@ -181,7 +181,8 @@ func New(cfg Config, lg *zap.Logger, opts ...Option) (_ *Monitor, err error) {
 		_ = tr.Close()
 		return nil, fmt.Errorf("monitor: load the monmap: %w", err)
 	}
-	m.l.cfg = services.NewConfig(services.ConfigOptions{})
+	m.l.cfg = services.NewConfig(services.ConfigOptions{
+		MaxValueSize: cfg.MonConfigKeyMaxEntrySize, HistoryKeep: cfg.MonConfigHistoryKeep})
 	m.l.cfg.Now = time.Now
 	if err := m.l.cfg.Refresh(st); err != nil {
 		_ = tr.Close()

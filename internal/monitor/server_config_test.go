@@ -1,6 +1,7 @@
 package monitor
 
 import (
+	"fmt"
 	"testing"
 
 	"google.golang.org/grpc/codes"
@@ -135,5 +136,32 @@ func TestClusterConfig(t *testing.T) {
 	}
 	if _, err := leader.c.ConfigReset(ctx, &minimonv1.ConfigResetRequest{Version: 99}); status.Code(err) != codes.InvalidArgument {
 		t.Errorf("reset to the future: %v, want InvalidArgument", err)
+	}
+}
+
+// --mon-config-history-keep bounds the history: a reset to a version trimmed away answers
+// NotFound, one still kept works, and `config log` holds exactly the kept changes.
+func TestConfigHistoryKeepOption(t *testing.T) {
+	cfgs, lis := newCluster(t, 3)
+	for i := range cfgs {
+		cfgs[i].MonConfigHistoryKeep = 3
+	}
+	mons := startAll(t, cfgs, lis)
+	li := waitQuorum(t, mons)
+	leader := mons[li]
+	for i := range 5 {
+		configSet(t, leader, "global", "debug_ms", fmt.Sprint(i+1))
+	}
+	ctx, cancel := rpcCtx(waitTimeout)
+	defer cancel()
+	if _, err := leader.c.ConfigReset(ctx, &minimonv1.ConfigResetRequest{Version: 1}); status.Code(err) != codes.NotFound {
+		t.Fatalf("reset to trimmed version 1: %v, want NotFound", err)
+	}
+	lg, err := leader.c.ConfigLog(ctx, &minimonv1.ConfigLogRequest{})
+	if err != nil || len(lg.GetChanges()) != 3 {
+		t.Fatalf("config log with keep 3: %v, %v", lg, err)
+	}
+	if _, err := leader.c.ConfigReset(ctx, &minimonv1.ConfigResetRequest{Version: 4}); err != nil {
+		t.Fatalf("reset to kept version 4: %v", err)
 	}
 }
