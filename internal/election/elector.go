@@ -61,7 +61,11 @@ type Elector struct {
 	want    bool      // keep seeking an election (retry pre-votes) until an outcome
 
 	// Election in epoch.
-	acked  int32 // whom we acked in epoch (ourselves as candidate), -1 for nobody
+	acked int32 // whom we acked in epoch (ourselves as candidate), -1 for nobody
+	// loyal: the election we are in was started by our stable leader (an admission). Until it
+	// ends or our wait for its victory runs out we support no one else: a member returning
+	// from a partition must not win our support mid-admission and depose the leader.
+	loyal  bool
 	acks   map[int32]ackInfo
 	expect map[int32]bool // early victory once all of these acked (rule 7)
 
@@ -340,6 +344,9 @@ func (e *Elector) noteSeeking(now time.Time, from int32) {
 // supports is the pre-vote test of rule 7: we are in no quorum, or we are a peon whose leader
 // has been silent for LT - r.
 func (e *Elector) supports(now time.Time) bool {
+	if e.loyal && e.phase == phaseWaiting && now.Before(e.timer) {
+		return false
+	}
 	if e.phase != phaseStable {
 		return true
 	}
@@ -375,7 +382,10 @@ func (e *Elector) handlePropose(now time.Time, m *minimonv1.ElectionMessage) {
 		return
 	}
 	if pe > e.epoch {
-		fromLeader := e.phase == phaseStable && from == e.leader
+		// From our leader (an admission election), or from the leader whose admission we
+		// acked, going another round.
+		fromLeader := (e.phase == phaseStable && from == e.leader) ||
+			(e.loyal && e.phase == phaseWaiting && from == e.acked)
 		if !fromLeader && !e.supports(now) {
 			// Rule 7: a healthy quorum ignores proposals without pre-vote support, and keeps
 			// its epoch.
@@ -388,6 +398,7 @@ func (e *Elector) handlePropose(now time.Time, m *minimonv1.ElectionMessage) {
 			return
 		}
 		e.bump(pe)
+		e.loyal = fromLeader
 	}
 	switch {
 	case e.phase == phaseCandidate:
@@ -704,6 +715,7 @@ func (e *Elector) bump(epoch uint64) {
 	e.phase = phaseIdle
 	e.acked = -1
 	e.acks = nil
+	e.loyal = false
 }
 
 func (e *Elector) setEpoch(epoch uint64) {
@@ -716,6 +728,7 @@ func (e *Elector) enterStable(now time.Time, leader int32, quorum []int32) {
 	e.leader = leader
 	e.quorum = quorum
 	e.lastLeaderContact = now
+	e.loyal = false
 	e.outsidersSeen = map[int32]bool{}
 	e.timer = time.Time{}
 	e.want = false

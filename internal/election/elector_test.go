@@ -817,3 +817,53 @@ func TestRestartedQuorumMemberReportedForAdmission(t *testing.T) {
 		t.Fatalf("admission epoch %d not above %d", e2, epoch)
 	}
 }
+
+// A member that acked its leader's admission election supports no one else until that election
+// ends: a returning member that pre-votes (or proposes) meanwhile must not win it over and
+// depose the leader (seen on real processes: the returning monitor won epoch 6 with the peon
+// that had acked the leader's admission in epoch 3, 1 s without a working quorum).
+func TestAdmissionAckerStaysLoyal(t *testing.T) {
+	h := newHarness(t, 3, nil)
+	for r := range int32(3) {
+		h.nodes[r].e.CallPreVote(h.now)
+	}
+	h.run(2 * testET)
+	epoch := h.checkQuorum(0, []int32{0, 1, 2})
+
+	// Rank 2 leaves (it will return); the leader starts an admission election and rank 1 acks.
+	h.down[2] = true
+	h.nodes[1].e.NoteLeaderContact(h.now)
+	h.nodes[0].e.StartElection(h.now, epoch)
+	h.flushAll()
+	h.deliverWhere(isOp(minimonv1.ElectionMessage_PROPOSE, 0, 1))
+	if st := h.nodes[1].e.State(); st != "waiting" {
+		t.Fatalf("rank 1 state %s after acking the admission, want waiting", st)
+	}
+	// Rank 2 returns mid-admission and asks rank 1 for support, then proposes above.
+	h.down[2] = false
+	h.restart(2)
+	sentBefore := len(h.sent)
+	h.nodes[1].e.Step(h.now, &minimonv1.ElectionMessage{Op: minimonv1.ElectionMessage_PREVOTE, From: 2, To: 1,
+		Epoch: h.nodes[2].e.Epoch(), Nonce: 7})
+	h.flush(1)
+	if len(h.sent) == sentBefore {
+		t.Fatal("rank 1 sent no PREVOTE_REPLY")
+	}
+	for _, m := range h.sent[sentBefore:] {
+		if m.GetOp() == minimonv1.ElectionMessage_PREVOTE_REPLY && m.GetFrom() == 1 && m.GetTo() == 2 && m.GetSupport() {
+			t.Fatal("rank 1 supported a pre-vote while acking its leader's admission")
+		}
+	}
+	before := h.nodes[1].e.Epoch()
+	h.nodes[1].e.Step(h.now, &minimonv1.ElectionMessage{Op: minimonv1.ElectionMessage_PROPOSE, From: 2, To: 1,
+		Epoch: before + 2, MonmapEpoch: h.nodes[1].e.cfg.MonmapEpoch})
+	h.flush(1)
+	if got := h.nodes[1].e.Epoch(); got != before {
+		t.Fatalf("rank 1 went to epoch %d on the returning member's PROPOSE (was %d)", got, before)
+	}
+	// The admission completes with the old leader.
+	h.run(2 * testET)
+	if o := h.last(1); o == nil || o.Leader != 0 || o.Epoch <= epoch {
+		t.Fatalf("rank 1 outcome %+v, want leader 0 above epoch %d", o, epoch)
+	}
+}
