@@ -101,20 +101,26 @@ func backupToFile(ctx context.Context, c *client.Client, ep, path string) (_ cli
 	return info, nil
 }
 
+// writeJSONReport prints a report struct of our own (not a proto reply) as one JSON line, or
+// indented for json-pretty.
+func writeJSONReport(w io.Writer, format string, r any) error {
+	var raw []byte
+	var err error
+	if format == "json-pretty" {
+		raw, err = json.MarshalIndent(r, "", "  ")
+	} else {
+		raw, err = json.Marshal(r)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(raw, '\n'))
+	return err
+}
+
 func printBackup(w io.Writer, format string, r backupReport) error {
 	if format != "plain" {
-		var raw []byte
-		var err error
-		if format == "json-pretty" {
-			raw, err = json.MarshalIndent(r, "", "  ")
-		} else {
-			raw, err = json.Marshal(r)
-		}
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(append(raw, '\n'))
-		return err
+		return writeJSONReport(w, format, r)
 	}
 	_, err := fmt.Fprintf(w, "backup of mon.%s at version %d: %d bytes -> %s\n", r.Mon, r.LastCommitted, r.Bytes, r.File)
 	return err

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -404,18 +403,7 @@ func (h *latencyHist) quantile(q float64) time.Duration {
 
 func printBench(w io.Writer, format string, r *benchReport) error {
 	if format != "plain" {
-		var raw []byte
-		var err error
-		if format == "json-pretty" {
-			raw, err = json.MarshalIndent(r, "", "  ")
-		} else {
-			raw, err = json.Marshal(r)
-		}
-		if err != nil {
-			return err
-		}
-		_, err = w.Write(append(raw, '\n'))
-		return err
+		return writeJSONReport(w, format, r)
 	}
 	s := fmt.Sprintf("bench %s: %d clients, %.1fs, %d-byte values, %d keys\n"+
 		"ops %d (%.1f/s), errors %d\n"+

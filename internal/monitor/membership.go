@@ -498,23 +498,8 @@ func joinStart(o options, st *kvstore.DB, cfg *Config, lg *zap.Logger) (string, 
 			return "", nil, fmt.Errorf("monitor: --%s: the cluster answered with fsid %s, then %s", FlagJoin, fsid, mm.GetFsid())
 		}
 	}
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(mm)
-	if err != nil {
+	if err := writeIdentity(st, fsid, cfg.Name, mm); err != nil {
 		return "", nil, err
-	}
-	put := func(k string, v []byte) *minimonv1.StoreOp {
-		return &minimonv1.StoreOp{Kind: minimonv1.StoreOp_PUT, Bucket: kvstore.BucketMeta, Key: []byte(k), Value: v}
-	}
-	// KeyInitialMembers holds the map we joined with: loadIdentity prefers it to an older
-	// committed one until the store catches up.
-	tx := &minimonv1.Transaction{Ops: []*minimonv1.StoreOp{
-		put(kvstore.KeyFSID, []byte(fsid)),
-		put(kvstore.KeyName, []byte(cfg.Name)),
-		put(kvstore.KeyFormatVersion, kvstore.U64Key(kvstore.FormatVersion)),
-		put(KeyInitialMembers, b),
-	}}
-	if err := st.Apply(tx); err != nil {
-		return "", nil, fmt.Errorf("monitor: store %s: write identity: %w", path, err)
 	}
 	lg.Info("joined the member map; starting as a member", zap.Uint64("monmap_epoch", mm.GetEpoch()),
 		zap.Int32("rank", rankOf(mm, cfg.Name)))

@@ -247,6 +247,29 @@ func loadIdentity(st *kvstore.DB, cfg *Config) (string, *minimonv1.MonMap, error
 	return fsid, mm, nil
 }
 
+// writeIdentity writes a new store's identity in one transaction: fsid, own name, format
+// version, and the member map it starts with (meta/initial_members; loadIdentity prefers it to
+// an older committed map until the store catches up).
+func writeIdentity(st *kvstore.DB, fsid, name string, mm *minimonv1.MonMap) error {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(mm)
+	if err != nil {
+		return err
+	}
+	put := func(k string, v []byte) *minimonv1.StoreOp {
+		return &minimonv1.StoreOp{Kind: minimonv1.StoreOp_PUT, Bucket: kvstore.BucketMeta, Key: []byte(k), Value: v}
+	}
+	tx := &minimonv1.Transaction{Ops: []*minimonv1.StoreOp{
+		put(kvstore.KeyFSID, []byte(fsid)),
+		put(kvstore.KeyName, []byte(name)),
+		put(kvstore.KeyFormatVersion, kvstore.U64Key(kvstore.FormatVersion)),
+		put(KeyInitialMembers, b),
+	}}
+	if err := st.Apply(tx); err != nil {
+		return fmt.Errorf("monitor: store %s: write identity: %w", st.Path(), err)
+	}
+	return nil
+}
+
 // firstStart writes the identity of an empty store.
 func firstStart(st *kvstore.DB, cfg *Config) (string, *minimonv1.MonMap, error) {
 	if sizes, err := st.Sizes(); err != nil {
@@ -266,21 +289,8 @@ func firstStart(st *kvstore.DB, cfg *Config) (string, *minimonv1.MonMap, error) 
 	if rankOf(mm, cfg.Name) < 0 {
 		return "", nil, fmt.Errorf("monitor: --%s does not contain --%s %s", FlagInitialMembers, FlagName, cfg.Name)
 	}
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(mm)
-	if err != nil {
+	if err := writeIdentity(st, fsid, cfg.Name, mm); err != nil {
 		return "", nil, err
-	}
-	put := func(k string, v []byte) *minimonv1.StoreOp {
-		return &minimonv1.StoreOp{Kind: minimonv1.StoreOp_PUT, Bucket: kvstore.BucketMeta, Key: []byte(k), Value: v}
-	}
-	tx := &minimonv1.Transaction{Ops: []*minimonv1.StoreOp{
-		put(kvstore.KeyFSID, []byte(fsid)),
-		put(kvstore.KeyName, []byte(cfg.Name)),
-		put(kvstore.KeyFormatVersion, kvstore.U64Key(kvstore.FormatVersion)),
-		put(KeyInitialMembers, b),
-	}}
-	if err := st.Apply(tx); err != nil {
-		return "", nil, fmt.Errorf("monitor: store %s: write identity: %w", st.Path(), err)
 	}
 	return fsid, mm, nil
 }
