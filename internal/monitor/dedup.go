@@ -464,7 +464,9 @@ func (m *Monitor) proposeWrite(now time.Time, val []byte, stage func() func(paxo
 	if err != nil {
 		return nil, err
 	}
-	if stage != nil {
+	if stage != nil && (early == nil || early.Err == nil) {
+		// A proposal that already failed (stepped down inside Propose) stages nothing: the
+		// step-down's discard has run, and a staged record would answer a resend as applied.
 		onDone = stage()
 		if early != nil {
 			onDone(*early)

@@ -162,6 +162,12 @@ retry:
 				return false
 			}
 			upd, err := build()
+			if (err != nil || len(upd.Ops) == 0) && !m.l.node.Readable(now) {
+				// A verdict from state alone (refused, or nothing to change) is a read: give
+				// it only under a valid lease with nothing in flight (rule 4), never from a
+				// deposed leader's or an uncommitted value's state.
+				return false
+			}
 			if err != nil {
 				rerr = toStatus(err)
 				return true

@@ -254,6 +254,12 @@ retry:
 			if errors.Is(err, errWriteNotYet) {
 				return false
 			}
+			if (err != nil || len(upd.Ops) == 0) && !m.l.node.Readable(now) {
+				// A verdict from state alone (refused, or nothing to change) is a read: give
+				// it only under a valid lease with nothing in flight (rule 4), so neither a
+				// deposed leader nor a staged-but-uncommitted change decides it.
+				return false
+			}
 			if err != nil {
 				res.err = toStatus(err)
 				return true
