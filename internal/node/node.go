@@ -385,6 +385,25 @@ func (n *Node) handle(now time.Time, m *minimonv1.PeerEnvelope) {
 	}
 }
 
+// caughtUp keeps the outsiders worth an admission election now: those whose history the
+// election's share_state can complete. One whose last_committed is below our first_committed,
+// or more than paxos_max_join_drift behind our last_committed, is about to sync (its probes
+// tell it so); admitting it first would cost an election it cannot take part in, and a second
+// one after its sync.
+func (n *Node) caughtUp(os []election.Outsider) []election.Outsider {
+	fc, lc, drift := n.px.FirstCommitted(), n.px.LastCommitted(), n.cfg.Paxos.MaxJoinDrift
+	var keep []election.Outsider
+	for _, o := range os {
+		if o.LastCommitted+1 < fc || (drift > 0 && o.LastCommitted+drift < lc) {
+			n.log.Debug("node: outsider not caught up; admission waits for its sync", "rank", o.Rank,
+				"its_lc", o.LastCommitted, "fc", fc, "lc", lc)
+			continue
+		}
+		keep = append(keep, o)
+	}
+	return keep
+}
+
 // ---- probing and sync (ceph-mon-spec.md 2.3, 2.4 step 4) ----
 
 func (n *Node) probeMsg(op minimonv1.ProbeMessage_Op) *minimonv1.ProbeMessage {
@@ -623,17 +642,18 @@ func (n *Node) electionReady(now time.Time) {
 				n.onOutcome(*o)
 			}
 		}
-		admit := len(rd.Outsiders) > 0 && n.role == Leader &&
+		outsiders := n.caughtUp(rd.Outsiders)
+		admit := len(outsiders) > 0 && n.role == Leader &&
 			(!n.admitted || now.Sub(n.lastAdmit) >= n.cfg.AdmitInterval)
 		n.el.Advance(rd)
 		n.elBusy = false
 		if admit {
 			var minEpoch uint64
-			for _, o := range rd.Outsiders {
+			for _, o := range outsiders {
 				minEpoch = max(minEpoch, o.Epoch)
 			}
 			n.lastAdmit, n.admitted = now, true
-			n.log.Info("node: admission election", "outsiders", rd.Outsiders, "above", minEpoch)
+			n.log.Info("node: admission election", "outsiders", outsiders, "above", minEpoch)
 			n.el.StartElection(now, minEpoch)
 		}
 		n.drive(now)

@@ -417,3 +417,49 @@ func TestProbeDriftSync(t *testing.T) {
 		t.Fatalf("syncs %v role %v, want a sync from 0 past the drift", e.syncs, n.Role())
 	}
 }
+
+// An outsider more than paxos_max_join_drift behind (it will sync first) gets no admission
+// election yet: it could not take part, and it would need a second one after its sync. Once it
+// reports a last_committed within the drift, it is admitted.
+func TestAdmissionWaitsForCatchUp(t *testing.T) {
+	h := newHarness(t)
+	l := h.stable()
+	n := h.nodes[l]
+	drift := n.cfg.Paxos.MaxJoinDrift
+	for i := uint64(0); i < drift+2; i++ {
+		done := false
+		if err := n.Propose(h.now, mustTx(t), func(r paxos.Result) { done = r.Err == nil }); err != nil {
+			t.Fatal(err)
+		}
+		h.settle()
+		if !done {
+			t.Fatalf("proposal %d not committed", i)
+		}
+	}
+	lc := n.Paxos().LastCommitted()
+	if lc <= drift {
+		t.Fatalf("leader lc %d, want above the drift %d", lc, drift)
+	}
+	started := 0
+	n.OnRoleChange(func(old, new Role, why string) {
+		if old == Leader && new == Electing {
+			started++
+		}
+	})
+	out := (l + 1) % 3
+	prevote := func(itsLC uint64) *minimonv1.PeerEnvelope {
+		return &minimonv1.PeerEnvelope{FromRank: int32(out), Body: &minimonv1.PeerEnvelope_Election{
+			Election: &minimonv1.ElectionMessage{Op: minimonv1.ElectionMessage_PREVOTE, From: int32(out),
+				To: int32(l), Epoch: n.Elector().Epoch() + 1, MonmapEpoch: 1, Nonce: 7, LastCommitted: itsLC}}}
+	}
+	n.Step(h.now, prevote(lc-drift-1))
+	h.settle()
+	if started != 0 {
+		t.Fatalf("an outsider %d versions behind (drift %d) started %d admission elections", drift+1, drift, started)
+	}
+	n.Step(h.now, prevote(lc-drift))
+	h.settle()
+	if started != 1 {
+		t.Fatalf("an outsider within the drift started %d admission elections, want 1", started)
+	}
+}

@@ -612,7 +612,15 @@ func TestWriteDedupCrash(t *testing.T) {
 	}
 	ctx := tc.ctx()
 	survivors := tc.others(a)
+	// The founding member map is the first committed value; wait for it, so that the write
+	// below is the only value committed after `before` (a quorum can form before it commits).
 	before := tc.lastCommitted()[a.Name]
+	for deadline := time.Now().Add(30 * time.Second); before == 0; before = tc.lastCommitted()[a.Name] {
+		if time.Now().After(deadline) {
+			t.Fatal("the founding member map was never committed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 
 	core, logs := observer.New(zapcore.DebugLevel)
 	cl, err := client.New(client.Config{Endpoints: tc.Addrs(), DialTimeout: time.Second,
