@@ -107,11 +107,12 @@ func (m *Monitor) onLoop(ctx context.Context, fn func(now time.Time)) error {
 	case <-m.stopping:
 		return errStopping
 	}
+	// Once the loop has fn, wait for it whatever ctx does: fn writes the caller's variables,
+	// and returning early would race with it (and hide what it did, e.g. a proposal). fn never
+	// blocks, so this wait is short; loopGone covers a loop that exits first.
 	select {
 	case <-done:
 		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	case <-m.loopGone:
 		return errStopping
 	}
