@@ -597,9 +597,11 @@ func (m *Monitor) serveWatch(ctx context.Context, stream grpc.ServerStreamingSer
 		}
 		return w.err
 	case <-w.end:
-		if w.fellBehind {
-			return w.err
-		}
+		// Give the sender a moment to finish a Send in progress (and, unless the watch fell
+		// behind, what is queued) before the handler returns: returning while another
+		// goroutine is inside Send can leave the final status undelivered (a client reading
+		// again after the cut once waited 10 s for it). A client that does not read at all
+		// costs this grace, nothing more: its queue is no longer fed.
 		t := time.NewTimer(watchDrainGrace)
 		defer t.Stop()
 		select {
