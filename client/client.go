@@ -35,6 +35,7 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
@@ -247,7 +248,11 @@ func (c *Client) do(ctx context.Context, method, only string, call func(context.
 				return nil
 			}
 			if ctx.Err() != nil {
-				// The call may have been cut by our own deadline: outcome unknown.
+				// The call may have been cut by our own deadline: outcome unknown. A cut call
+				// got no answer, so the last answer we did get (say, no quorum) says more.
+				if code := status.Code(err); last != nil && (code == codes.DeadlineExceeded || code == codes.Canceled) {
+					return c.ctxDone(ctx, last)
+				}
 				return c.ctxDone(ctx, err)
 			}
 			st, ok := status.FromError(err)
