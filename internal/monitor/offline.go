@@ -108,11 +108,11 @@ func checkStore(st *kvstore.DB) (*StoreInfo, error) {
 		return nil, errors.New("an interrupted sync: the store is partial (a start with a reachable quorum syncs it again)")
 	}
 
-	fc, err := paxosU64(st, paxos.KeyFirstCommitted)
+	fc, err := readU64(st, paxos.KeyFirstCommitted)
 	if err != nil {
 		return nil, err
 	}
-	lc, err := paxosU64(st, paxos.KeyLastCommitted)
+	lc, err := readU64(st, paxos.KeyLastCommitted)
 	if err != nil {
 		return nil, err
 	}
@@ -168,18 +168,6 @@ func metaValue(st kvstore.Store, key string) ([]byte, error) {
 		return nil, fmt.Errorf("meta/%s is missing: not a monitor store, or its first start never completed", key)
 	}
 	return v, nil
-}
-
-func paxosU64(st kvstore.Store, key string) (uint64, error) {
-	v, err := st.Get(paxos.Bucket, []byte(key))
-	if err != nil || v == nil {
-		return 0, err
-	}
-	n, err := kvstore.ParseU64Key(v)
-	if err != nil {
-		return 0, fmt.Errorf("paxos/%s: %v", key, err)
-	}
-	return n, nil
 }
 
 // membersInForce is the member map a start would use (loadIdentity): the latest committed
@@ -360,9 +348,9 @@ func injectMonmap(st *kvstore.DB, mm *minimonv1.MonMap, o InjectOptions) (*minim
 	// An accepted but uncommitted member map change would be re-proposed by the next leader
 	// (recovery) and put the old membership back over the injected one: refuse rather than
 	// guess whether that value was chosen.
-	if pv, err := paxosU64(st, paxos.KeyPendingV); err != nil {
+	if pv, err := readU64(st, paxos.KeyPendingV); err != nil {
 		return nil, err
-	} else if lc, err := paxosU64(st, paxos.KeyLastCommitted); err != nil {
+	} else if lc, err := readU64(st, paxos.KeyLastCommitted); err != nil {
 		return nil, err
 	} else if pv > lc {
 		val, err := st.Get(paxos.Bucket, kvstore.U64Key(pv))

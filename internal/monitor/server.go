@@ -609,10 +609,6 @@ type clientServer struct {
 	m *Monitor
 }
 
-func notYet(what string) error {
-	return status.Errorf(codes.Unimplemented, "%s: not implemented yet", what)
-}
-
 func (s *clientServer) MonStatus(ctx context.Context, _ *minimonv1.MonStatusRequest) (*minimonv1.MonStatusReply, error) {
 	var r *minimonv1.MonStatusReply
 	if err := s.m.onLoop(ctx, func(time.Time) { r = s.m.monStatus() }); err != nil {
